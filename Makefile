@@ -1,0 +1,33 @@
+# The one place commands live. `make run` and `make test` bootstrap the virtualenv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKSPACES ?= agent_workspaces
+CONFIG ?= config/orchestration.yml
+
+.PHONY: install run test lint bench soak clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,metrics]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/healer --config $(CONFIG) --workspaces $(WORKSPACES) check --verbose
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not soak" -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check healer tests scripts
+	$(BIN)/mypy
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -m soak -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,8 @@
+"""Allow `python -m healer`."""
+
+from __future__ import annotations
+
+from healer.cli import main
+
+if __name__ == "__main__":
+    main()
