@@ -13,6 +13,7 @@ __all__ = [
     "STATUS_FILE",
     "TEMP_MARKER",
     "EventKind",
+    "Observation",
     "Pipeline",
     "Stage",
     "is_own_temp_name",
@@ -55,8 +56,8 @@ class EventKind(enum.Enum):
     CREATED = "created"
     MODIFIED = "modified"
     DELETED = "deleted"
-    MOVED_FROM = "moved_from"  # the source side of a rename
-    MOVED_TO = "moved_to"  # the destination side of a rename
+    MOVED = "moved"  # a rename seen from both sides: (source, destination)
+    ATTRIB = "attrib"  # touch, chmod: an agent touching its status file is alive
     CLOSED_WRITE = "closed_write"
 
 

@@ -1,0 +1,43 @@
+"""The in-memory last-activity table: one float per agent, updated in O(1) per event."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+__all__ = ["ActivityTable"]
+
+
+class ActivityTable:
+    """Last genuine activity per agent. Times only move forward, so a late or replayed
+    event can never undo newer activity already seen."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def record(self, agent: str, when: float) -> bool:
+        """Note activity at `when`; True if it moved the agent's clock forward."""
+        last = self._last.get(agent)
+        if last is not None and when <= last:
+            return False
+        self._last[agent] = when
+        return True
+
+    def get(self, agent: str) -> float | None:
+        return self._last.get(agent)
+
+    def remove(self, agent: str) -> float | None:
+        return self._last.pop(agent, None)
+
+    def __contains__(self, agent: object) -> bool:
+        return agent in self._last
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._last))
+
+    def items(self) -> list[tuple[str, float]]:
+        return list(self._last.items())

@@ -1,0 +1,152 @@
+"""The detection engine: last-activity table + timer wheel + incidents, driven by the
+policy. Pure: time comes in as arguments, I/O happens in the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from healer.core.activity import ActivityTable
+from healer.core.model import Stage
+from healer.core.policy import Decision, Incident, Policy, decide, stage_of
+from healer.core.wheel import TimerWheel
+
+__all__ = ["Monitor"]
+
+
+class Monitor:
+    """Activity is O(1) and never touches the wheel: the wheel holds one timer per agent at
+    the earliest moment anything could be due, and when it fires the entry is re-checked
+    against the table and re-armed if the agent was active meanwhile (lazy revalidation)."""
+
+    def __init__(self, policy_for: Callable[[str], Policy], tick: float, start: float) -> None:
+        self.table = ActivityTable()
+        self.wheel: TimerWheel[str] = TimerWheel(tick, start)
+        self._policy_for = policy_for
+        self._incidents: dict[str, Incident] = {}
+        self._next: dict[str, float | None] = {}  # next decision of agents with an incident
+        self._hold: dict[str, float] = {}  # nothing fires before this (busy lease, resolve)
+
+    # -- membership -----------------------------------------------------------------
+    def add(self, agent: str, last_activity: float, incident: Incident | None = None) -> bool:
+        """Start tracking `agent`. An incident carried over from before a restart is resumed
+        unless the agent was active after it opened (then False: the caller closes it)."""
+        self.table.record(agent, last_activity)
+        resumed = incident is not None and last_activity <= incident.silence_start
+        if incident is not None and resumed:
+            self._incidents[agent] = incident
+            self._next[agent] = incident.next_attempt_at
+        self._arm(agent)
+        return resumed or incident is None
+
+    def remove(self, agent: str) -> Incident | None:
+        self.table.remove(agent)
+        self.wheel.cancel(agent)
+        self._hold.pop(agent, None)
+        self._next.pop(agent, None)
+        return self._incidents.pop(agent, None)
+
+    def __contains__(self, agent: object) -> bool:
+        return agent in self.table
+
+    def set_policy(self, policy_for: Callable[[str], Policy]) -> None:
+        """New thresholds (config reload): every timer is re-armed, state is kept."""
+        self._policy_for = policy_for
+        for agent in self.table:
+            self._arm(agent)
+
+    # -- events -------------------------------------------------------------------
+    def observe(self, agent: str, when: float) -> Incident | None:
+        """Genuine activity. Returns the incident this activity closed, if any."""
+        if agent not in self.table or not self.table.record(agent, when):
+            return None
+        self._hold.pop(agent, None)
+        incident = self._incidents.pop(agent, None)
+        if incident is None:
+            return None
+        self._next.pop(agent, None)
+        self._arm(agent)  # an escalated incident had no timer left
+        return incident
+
+    def resolve(self, agent: str, now: float) -> Incident | None:
+        """Operator acknowledgement: drop the incident; a silence that goes on opens a new
+        one only after a fresh `heal_after` from now."""
+        incident = self._incidents.pop(agent, None)
+        self._next.pop(agent, None)
+        if agent in self.table:
+            self._hold[agent] = now + self._policy_for(agent).heal_after
+            self._arm(agent)
+        return incident
+
+    # -- time ---------------------------------------------------------------------
+    def due(self, now: float) -> list[str]:
+        """Agents for which a decision is due at `now`, earliest first."""
+        out = []
+        for agent in self.wheel.advance(now):
+            target = self._target(agent)
+            if target is None:
+                continue
+            if target > now:
+                self.wheel.schedule(agent, target)
+            else:
+                out.append(agent)
+        return out
+
+    def evaluate(self, agent: str, now: float, lease_until: float | None = None) -> Decision:
+        """Run the policy for a due agent and keep its result."""
+        last = self.table.get(agent)
+        if last is None:
+            return Decision(None, (), None)
+        decision = decide(
+            agent, last, self._incidents.get(agent), now, self._policy_for(agent), lease_until
+        )
+        if decision.busy and lease_until is not None:
+            self._hold[agent] = lease_until
+        else:
+            self._hold.pop(agent, None)
+        if decision.incident is None:
+            self._incidents.pop(agent, None)
+            self._next.pop(agent, None)
+        else:
+            self._incidents[agent] = decision.incident
+            self._next[agent] = decision.next_at
+        self._arm(agent)
+        return decision
+
+    def attach_id(self, agent: str, incident_id: int) -> None:
+        """Remember the durable id the store gave a newly opened incident."""
+        incident = self._incidents.get(agent)
+        if incident is not None and incident.id is None:
+            self._incidents[agent] = replace(incident, id=incident_id)
+
+    # -- views --------------------------------------------------------------------
+    def incident(self, agent: str) -> Incident | None:
+        return self._incidents.get(agent)
+
+    def incidents(self) -> dict[str, Incident]:
+        return dict(self._incidents)
+
+    def stage(self, agent: str, now: float) -> Stage:
+        hold = self._hold.get(agent)
+        return stage_of(self._incidents.get(agent), busy=hold is not None and now < hold
+                        and agent not in self._incidents)
+
+    def _target(self, agent: str) -> float | None:
+        last = self.table.get(agent)
+        if last is None:
+            return None
+        if agent in self._incidents:
+            target = self._next.get(agent)
+            if target is None:
+                return None
+        else:
+            target = self._policy_for(agent).first_deadline(last)
+        hold = self._hold.get(agent)
+        return target if hold is None else max(target, hold)
+
+    def _arm(self, agent: str) -> None:
+        target = self._target(agent)
+        if target is None:
+            self.wheel.cancel(agent)
+        else:
+            self.wheel.schedule(agent, target)

@@ -1,0 +1,52 @@
+"""Shared fixtures: a fake clock, a workspace built from the real fixtures, a config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from healer.config import Config
+from healer.testing import FakeClock
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = SHARED / "fixtures" / "dreamos"
+STATUS_FIXTURES = sorted((FIXTURES / "status").glob("*.json"))
+MALFORMED_FIXTURE = FIXTURES / "status" / "Agent-1_9b3d8b004.json"
+TRACE = SHARED / "data" / "dreamos_activity_trace.jsonl"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(workspaces=tmp_path / "ws", heal_after=2.0, recover_after=5.0, tick=0.1)
+
+
+def make_agent(root: Path, name: str, status: dict[str, object] | bytes | None = None) -> Path:
+    """An agent folder laid out as the swarm does it."""
+    folder = root / name
+    (folder / "devlogs").mkdir(parents=True, exist_ok=True)
+    (folder / "inbox").mkdir(exist_ok=True)
+    if status is None:
+        status = {"agent_id": name, "status": "ACTIVE_AGENT_MODE", "current_tasks": ["task"]}
+    data = status if isinstance(status, bytes) else json.dumps(status, indent=2).encode()
+    (folder / "status.json").write_bytes(data)
+    return folder
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A workspace with one agent per real status fixture's agent (latest file wins)."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    for path in STATUS_FIXTURES:
+        agent = path.name.split("_", 1)[0]
+        make_agent(root, agent, b"{}")
+        shutil.copyfile(path, root / agent / "status.json")
+    return root
