@@ -1,0 +1,507 @@
+"""The only way healer writes into a workspace: atomic, inside the root, never through a
+symlink, never over an agent's newer write. Also the ledger of healer's own writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import os
+import re
+import stat
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from healer.adapters.fsops import (
+    Identity,
+    check_name,
+    exchange,
+    fsync_dir,
+    identity_of,
+    open_dirs,
+    oserrors,
+    read_all,
+    split_relpath,
+    unlink_quiet,
+    write_temp,
+)
+from healer.clock import Clock, SystemClock
+from healer.core.model import ESCALATION_MARKER, STATUS_FILE, is_own_temp_name
+from healer.errors import ActionError, UnsafePathError, WriteConflictError
+
+__all__ = [
+    "Identity",
+    "SafeWriter",
+    "SelfWriteLedger",
+    "StatusRead",
+    "WriteResult",
+    "identity_of",
+]
+
+log = structlog.get_logger()
+
+Doc = dict[str, Any]
+
+# O_NONBLOCK: a FIFO planted as status.json must not hang the daemon on open().
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_SALVAGED = ("agent_name", "current_mission")
+
+
+class SelfWriteLedger:
+    """Which file versions healer itself put on disk, so they never count as activity."""
+
+    is_own_temp_name = staticmethod(is_own_temp_name)
+
+    def __init__(self, on_note: Callable[[str, Identity | None], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, Identity] = {}
+        self.on_note = on_note
+
+    @staticmethod
+    def key(path: str | os.PathLike[str]) -> str:
+        # No resolve(): following links here would let a symlink alias a healer write.
+        return os.path.normpath(os.path.abspath(os.fspath(path)))
+
+    def note(self, path: str | os.PathLike[str], st: os.stat_result) -> None:
+        self._set(self.key(path), identity_of(st))
+
+    def forget(self, path: str | os.PathLike[str]) -> None:
+        self._set(self.key(path), None)
+
+    def put(self, path: str | os.PathLike[str], ident: Identity | None) -> None:
+        """Set (or with None, drop) the entry directly, e.g. to roll back a failed write."""
+        self._set(self.key(path), ident)
+
+    def get(self, path: str | os.PathLike[str]) -> Identity | None:
+        with self._lock:
+            return self._entries.get(self.key(path))
+
+    def is_self(self, path: str | os.PathLike[str], st: os.stat_result) -> bool:
+        """True when the file on disk is exactly the version healer last wrote there."""
+        with self._lock:
+            return self._entries.get(self.key(path)) == identity_of(st)
+
+    def entries(self) -> dict[str, Identity]:
+        with self._lock:
+            return dict(self._entries)
+
+    def load(self, entries: Mapping[str, Sequence[int]]) -> None:
+        loaded = {
+            self.key(p): (int(v[0]), int(v[1]), int(v[2]))
+            for p, v in entries.items()
+            if len(v) == 3
+        }
+        with self._lock:
+            self._entries.update(loaded)
+
+    def _set(self, key: str, ident: Identity | None) -> None:
+        with self._lock:
+            if ident is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = ident
+        if self.on_note is not None:
+            self.on_note(key, ident)
+
+
+@dataclass(frozen=True)
+class StatusRead:
+    """One read of status.json. `kind`: ok, missing, too_large, invalid, not_regular, io."""
+
+    agent: str
+    path: Path
+    kind: str
+    doc: Doc | None = None
+    error: str | None = None
+    raw: bytes | None = None
+    identity: Identity | None = None
+    stat: os.stat_result | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.doc is not None
+
+    @property
+    def exists(self) -> bool:
+        return self.identity is not None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What update_status wrote (or, in dry-run, would have written)."""
+
+    path: Path
+    doc: Doc
+    tries: int
+    backup: Path | None = None
+    dry_run: bool = False
+    replaced: Identity | None = None
+
+
+def _encode(doc: Doc) -> bytes:
+    try:
+        text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise ActionError(f"status transform produced unserialisable data: {exc}") from exc
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates survive json.loads; only \u escapes can write them back.
+        return (json.dumps(doc, ensure_ascii=True, indent=2) + "\n").encode("ascii")
+
+
+def _parse(data: bytes) -> tuple[Doc | None, str | None]:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8: {exc}"
+    except (ValueError, RecursionError) as exc:
+        return None, f"invalid JSON: {exc}"
+    if not isinstance(doc, dict):
+        return None, f"not a JSON object but {type(doc).__name__}"
+    return doc, None
+
+
+def _salvage(agent: str, raw: bytes | None) -> Doc:
+    """What a broken status.json still tells reliably: the folder's name, a few strings."""
+    doc: Doc = {"agent_id": agent}
+    text = (raw or b"").decode("utf-8", errors="replace")
+    for key in _SALVAGED:
+        m = re.search(rf'"{re.escape(key)}"\s*:\s*("(?:[^"\\\n]|\\.)*")', text)
+        if m:
+            with suppress(ValueError):
+                doc[key] = json.loads(m.group(1))
+    return doc
+
+
+class SafeWriter:
+    """Writes under `root` only, through directory fds opened with O_NOFOLLOW per component."""
+
+    def __init__(
+        self,
+        root: Path,
+        ledger: SelfWriteLedger,
+        max_status_bytes: int = 1 << 20,
+        dry_run: bool = False,
+        *,
+        clock: Clock | None = None,
+        max_tries: int = 5,
+    ) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.ledger = ledger
+        self.max_status_bytes = max_status_bytes
+        self.dry_run = dry_run
+        self.clock: Clock = clock or SystemClock()
+        self.max_tries = max_tries
+        self._superuser = os.geteuid() == 0
+
+    # -- public API ---------------------------------------------------------------------
+
+    def read_status(self, agent: str) -> StatusRead:
+        """Read and parse status.json; bad content is a result, a symlink is refused."""
+        with self._dir(agent, ()) as dfd:
+            return self._snapshot(dfd, agent)
+
+    def update_status(
+        self, agent: str, transform: Callable[[Doc], Doc], *, backup: bool = False
+    ) -> WriteResult:
+        """Apply `transform` to status.json atomically, re-reading while the agent rewrites it."""
+        path = self.root / agent / STATUS_FILE
+        alog = log.bind(agent=agent)
+        with self._dir(agent, ()) as dfd:
+            for attempt in range(1, self.max_tries + 1):
+                snap = self._snapshot(dfd, agent)
+                if snap.kind in ("missing", "too_large", "not_regular", "io"):
+                    # A missing file is not healer's to invent; the others are not parsed.
+                    raise ActionError(f"not updating {path}: {snap.error}")
+                if snap.kind == "invalid":
+                    alog.warning("status_unparseable", path=str(path), error=snap.error)
+                base = snap.doc if snap.doc is not None else _salvage(agent, snap.raw)
+                new = transform(copy.deepcopy(base))
+                if not isinstance(new, dict):
+                    raise ActionError(f"status transform returned {type(new).__name__}")
+                data = _encode(new)
+                if self.dry_run:
+                    return WriteResult(path, new, attempt, dry_run=True)
+                bak = None
+                with oserrors(path):
+                    if backup or snap.doc is None:
+                        bak = self._backup(dfd, agent, snap)
+                        alog.info("status_backed_up", path=str(path), backup=str(bak))
+                    if self._replace(dfd, path, data, snap, alog):
+                        return WriteResult(path, new, attempt, backup=bak, replaced=snap.identity)
+                alog.info("status_write_conflict", path=str(path), attempt=attempt)
+        raise WriteConflictError(
+            f"{path} changed under each of {self.max_tries} attempts; left as the agent wrote it"
+        )
+
+    def write_new(self, agent: str, relpath: str | os.PathLike[str], text: str) -> Path:
+        """Create a new file (e.g. an inbox message); never replaces an existing one."""
+        parts = split_relpath(relpath)
+        path = self.root.joinpath(agent, *parts)
+        if self.dry_run:
+            return path
+        with self._dir(agent, parts[:-1], create=True) as dfd, oserrors(path):
+            if not self._link_new(dfd, path, parts[-1], text):
+                raise ActionError(f"{path} already exists; not overwriting it")
+        return path
+
+    def write_unique(
+        self,
+        agent: str,
+        folder: str | os.PathLike[str],
+        namer: Callable[[Collection[str]], str],
+        text: str,
+        *,
+        tries: int = 20,
+    ) -> Path:
+        """Create a new file in `folder` named by `namer(existing names)`, e.g. rescue_filename."""
+        parts = split_relpath(folder)
+        if self.dry_run:
+            return self.root.joinpath(agent, *parts, namer(self._listing(agent, parts)))
+        folder_path = self.root.joinpath(agent, *parts)
+        with self._dir(agent, parts, create=True) as dfd, oserrors(folder_path):
+            taken = set(os.listdir(dfd))
+            for _ in range(tries):
+                name = check_name(namer(taken))
+                if self._link_new(dfd, folder_path / name, name, text):
+                    return folder_path / name
+                taken.add(name)
+        raise ActionError(f"no free file name in {self.root.joinpath(agent, *parts)}")
+
+    def write_marker(self, agent: str, text: str) -> Path:
+        """Write (or replace) the agent's escalation marker."""
+        path = self.root / agent / ESCALATION_MARKER
+        if self.dry_run:
+            return path
+        with self._dir(agent, ()) as dfd, oserrors(path):
+            self._replace_own(dfd, path, ESCALATION_MARKER, text)
+        return path
+
+    def remove_marker(self, agent: str) -> bool:
+        """Remove the escalation marker; False when there was none."""
+        path = self.root / agent / ESCALATION_MARKER
+        with self._dir(agent, ()) as dfd:
+            try:
+                os.stat(ESCALATION_MARKER, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if self.dry_run:
+                return True
+            with oserrors(path):
+                os.unlink(ESCALATION_MARKER, dir_fd=dfd)
+        self.ledger.forget(path)
+        return True
+
+    def remove_stale_temps(self, agent: str) -> int:
+        """Delete temp files a crashed healer left in the agent folder and its inbox."""
+        removed = 0
+        for parts in ((), ("inbox",)):
+            try:
+                with self._dir(agent, parts) as dfd:
+                    for name in os.listdir(dfd):
+                        if not is_own_temp_name(name):
+                            continue
+                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                        if stat.S_ISREG(st.st_mode) and not self.dry_run:
+                            unlink_quiet(dfd, name)
+                            removed += 1
+            except (ActionError, OSError):
+                continue
+        return removed
+
+    # -- directories --------------------------------------------------------------------
+
+    def _dir(
+        self, agent: str, parts: Sequence[str], create: bool = False
+    ) -> AbstractContextManager[int]:
+        """An fd of root/agent/parts (context manager); missing parts are made when `create`."""
+        return open_dirs(self.root, [agent, *parts], 1 if create else None)
+
+    def _temp(
+        self, dfd: int, name: str, data: bytes, ref: os.stat_result | None
+    ) -> tuple[str, os.stat_result]:
+        return write_temp(dfd, name, data, ref, chown=self._superuser)
+
+    def _listing(self, agent: str, parts: Sequence[str]) -> set[str]:
+        try:
+            with self._dir(agent, parts) as dfd:
+                return set(os.listdir(dfd))
+        except ActionError:
+            return set()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _snapshot(self, dfd: int, agent: str) -> StatusRead:
+        path = self.root / agent / STATUS_FILE
+
+        def result(kind: str, error: str | None = None, **kw: Any) -> StatusRead:
+            return StatusRead(agent, path, kind, error=error, **kw)
+
+        for _ in range(3):
+            try:
+                fd = os.open(STATUS_FILE, _READ_FLAGS, dir_fd=dfd)
+            except FileNotFoundError:
+                return result("missing", "no status.json")
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise UnsafePathError(f"{path} is a symlink; refusing it") from exc
+                return result("io", exc.strerror)
+            try:
+                st = os.fstat(fd)
+                ident = identity_of(st)
+                if not stat.S_ISREG(st.st_mode):
+                    return result("not_regular", "not a regular file", identity=ident, stat=st)
+                if st.st_size > self.max_status_bytes:
+                    return result(
+                        "too_large",
+                        f"{st.st_size} bytes > max_status_bytes",
+                        identity=ident,
+                        stat=st,
+                    )
+                data = read_all(fd, self.max_status_bytes)
+                unchanged = identity_of(os.fstat(fd)) == ident
+            except OSError as exc:
+                return result("io", exc.strerror)
+            finally:
+                os.close(fd)
+            if unchanged:
+                break  # else an in-place writer was mid-write: read again
+        if len(data) > self.max_status_bytes:
+            return result("too_large", "grew past max_status_bytes", identity=ident, stat=st)
+        doc, error = _parse(data)
+        kind = "ok" if doc is not None else "invalid"
+        return result(kind, error, doc=doc, raw=data, identity=ident, stat=st)
+
+    def _unchanged(self, dfd: int, name: str, snap: StatusRead) -> bool:
+        """Whether `name` still holds exactly the version `snap` read (same inode and bytes)."""
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or identity_of(st) != snap.identity:
+                return False
+            # Same inode, mtime and size can still hide an in-place rewrite within one
+            # timestamp tick; the bytes cannot.
+            return read_all(fd, self.max_status_bytes) == snap.raw
+        finally:
+            os.close(fd)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _replace(self, dfd: int, path: Path, data: bytes, snap: StatusRead, alog: Any) -> bool:
+        """Put `data` at status.json unless the agent's file changed since `snap`."""
+        tmp, st = self._temp(dfd, STATUS_FILE, data, snap.stat)
+        prev = self.ledger.get(path)
+        try:
+            if not self._unchanged(dfd, STATUS_FILE, snap):
+                return False
+            # Noted before the swap so the watcher, seeing the new name, already knows it.
+            self.ledger.note(path, st)
+            if not exchange(dfd, tmp, STATUS_FILE):
+                # No RENAME_EXCHANGE here: an agent write landing between the check above
+                # and this rename is lost. The window is a few syscalls wide.
+                os.rename(tmp, STATUS_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)
+                fsync_dir(dfd)
+                return True
+            # `tmp` now names the file we displaced; it must be the one we read.
+            if self._unchanged(dfd, tmp, snap):
+                fsync_dir(dfd)
+                return True
+            self._undo_exchange(dfd, path, tmp, st, alog)
+            self._restore(path, prev)
+            return False
+        except BaseException:
+            self._restore(path, prev)
+            raise
+        finally:
+            unlink_quiet(dfd, tmp)
+
+    def _undo_exchange(
+        self, dfd: int, path: Path, tmp: str, ours: os.stat_result, alog: Any
+    ) -> None:
+        """The agent wrote between check and swap: give its newest write the name back."""
+        exchange(dfd, tmp, STATUS_FILE)
+        back = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+        if identity_of(back) != identity_of(ours):
+            # It wrote yet again right after our swap, so `tmp` now holds that newest write.
+            alog.warning("status_write_race", path=str(path))
+            exchange(dfd, tmp, STATUS_FILE)
+        fsync_dir(dfd)
+
+    def _restore(self, path: Path, prev: Identity | None) -> None:
+        if self.ledger.get(path) != prev:
+            self.ledger.put(path, prev)
+
+    def _link(
+        self,
+        dfd: int,
+        path: Path,
+        tmp: str,
+        name: str,
+        st: os.stat_result,
+        prev: Identity | None,
+    ) -> bool:
+        """Give `tmp` the name `name` only if nothing has it (link() fails on an existing name)."""
+        self.ledger.note(path, st)
+        try:
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+        except FileExistsError:
+            self._restore(path, prev)
+            return False
+        except BaseException:
+            self._restore(path, prev)
+            raise
+        fsync_dir(dfd)
+        return True
+
+    def _link_new(self, dfd: int, path: Path, name: str, text: str) -> bool:
+        tmp, st = self._temp(dfd, name, text.encode("utf-8"), None)
+        try:
+            return self._link(dfd, path, tmp, name, st, self.ledger.get(path))
+        finally:
+            unlink_quiet(dfd, tmp)
+
+    def _replace_own(self, dfd: int, path: Path, name: str, text: str) -> None:
+        """Replace a file only healer writes (the marker); a symlink there is refused."""
+        try:
+            old: os.stat_result | None = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            old = None
+        if old is not None and not stat.S_ISREG(old.st_mode):
+            raise UnsafePathError(f"{path} is not a regular file; refusing to replace it")
+        tmp, st = self._temp(dfd, name, text.encode("utf-8"), old)
+        prev = self.ledger.get(path)
+        try:
+            self.ledger.note(path, st)
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            fsync_dir(dfd)
+        except BaseException:
+            self._restore(path, prev)
+            unlink_quiet(dfd, tmp)
+            raise
+
+    def _backup(self, dfd: int, agent: str, snap: StatusRead) -> Path:
+        """A byte-exact copy `status.json.bak.<UTC stamp>[_n]` of the version `snap` read."""
+        stamp = datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
+        base = f"{STATUS_FILE}.bak.{stamp}"
+        tmp, st = self._temp(dfd, STATUS_FILE, snap.raw or b"", snap.stat)
+        try:
+            for n in range(1, 1000):
+                name = base if n == 1 else f"{base}_{n}"
+                path = self.root / agent / name
+                if self._link(dfd, path, tmp, name, st, self.ledger.get(path)):
+                    return path
+        finally:
+            unlink_quiet(dfd, tmp)
+        raise ActionError(f"no free backup name for {self.root / agent / base}")
