@@ -1,0 +1,375 @@
+"""Durable history in SQLite (WAL): incidents, actions, healer's own writes, last activity.
+
+The daemon writes from its main thread only; the CLI reads through `open_readonly` meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import structlog
+
+from healer.adapters.store_sqlite import (
+    ACTION_OUTCOMES,
+    INCIDENT_COLUMNS,
+    INCIDENT_OUTCOMES,
+    INCIDENT_STAGES,
+    SCHEMA_VERSION,
+    AgentRow,
+    Database,
+    IncidentRow,
+)
+from healer.clock import Clock, SystemClock
+from healer.core.model import Pipeline, Stage
+from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
+from healer.errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "AgentRow", "IncidentRow", "Store"]
+
+log = structlog.get_logger()
+
+PRUNE_BATCH: Final = 500
+
+
+class Store:
+    """The history API the daemon and the CLI use. Not thread-safe: sqlite3's `check_same_thread`
+    stays on, so a call from a thread other than the opener's raises StoreError instead of racing.
+    """
+
+    def __init__(self, db: Database, *, clock: Clock | None = None) -> None:
+        self._db = db
+        self._clock = clock or SystemClock()
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Clock | None = None, timeout: float = 5.0) -> Store:
+        """Open (creating, migrating) the history for writing; StoreError if it is unusable."""
+        return cls(Database.open(Path(path), timeout=timeout), clock=clock)
+
+    @classmethod
+    def open_readonly(cls, path: Path, *, timeout: float = 5.0) -> Store | None:
+        """A read-only view for the CLI, safe while the daemon writes.
+
+        None when there is no history yet (no file, or a file not yet set up): the CLI then
+        reports `healer.core.stats.summarize()`, the empty history. A history written by a newer
+        or older healer than this one is refused with StoreError.
+        """
+        db = Database.open_readonly(Path(path), timeout=timeout)
+        return None if db is None else cls(db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- incidents -------------------------------------------------------------------------------
+
+    def open_incident(
+        self,
+        agent: str,
+        *,
+        opened_at: float,
+        silence_started_at: float,
+        stage: str | Stage = "healing",
+        detected_at: float | None = None,
+    ) -> int:
+        """Record a stall; `detected_at` defaults to `opened_at`. One open incident per agent."""
+        stage = _check(stage, INCIDENT_STAGES, "stage")
+        escalated_at = opened_at if stage == "escalated" else None
+        with self._db.write(f"open an incident for {agent}") as db:
+            cur = db.execute(
+                "INSERT INTO incidents (agent, opened_at, silence_started_at, detected_at, stage,"
+                " escalated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    agent,
+                    opened_at,
+                    silence_started_at,
+                    opened_at if detected_at is None else detected_at,
+                    stage,
+                    escalated_at,
+                ),
+            )
+        return int(cur.lastrowid or 0)
+
+    def update_incident(
+        self,
+        incident_id: int,
+        *,
+        stage: str | Stage | None = None,
+        attempts: int | None = None,
+        last_attempt_at: float | None = None,
+        recovery_done: bool | None = None,
+        at: float | None = None,
+    ) -> bool:
+        """Change an open incident; False if it is closed or unknown (e.g. `healer resolve` won).
+
+        Moving to 'escalated' stamps `escalated_at` once, with `at`, else `last_attempt_at`,
+        else the clock.
+        """
+        sets: dict[str, object] = {}
+        if stage is not None:
+            stage = _check(stage, INCIDENT_STAGES, "stage")
+            sets["stage"] = stage
+        if attempts is not None:
+            sets["attempts"] = attempts
+        if last_attempt_at is not None:
+            sets["last_attempt_at"] = last_attempt_at
+        if recovery_done is not None:
+            sets["recovery_done"] = int(recovery_done)
+        if not sets:
+            row = self.incident(incident_id)
+            return row is not None and row.closed_at is None
+        clause = ", ".join(f"{column} = :{column}" for column in sets)
+        if stage == "escalated":
+            when = at if at is not None else last_attempt_at
+            sets["escalated"] = self._clock.now() if when is None else when
+            clause += ", escalated_at = COALESCE(escalated_at, :escalated)"
+        with self._db.write(f"update incident {incident_id}") as db:
+            cur = db.execute(
+                f"UPDATE incidents SET {clause} WHERE id = :id AND closed_at IS NULL",
+                {**sets, "id": incident_id},
+            )
+        return cur.rowcount == 1
+
+    def close_incident(self, incident_id: int, *, closed_at: float, outcome: str) -> bool:
+        """Close an open incident and settle its pending healing actions; False if not open.
+
+        'recovered': the agent came back after the latest pending action, which becomes
+        'success'; any older pending ones were overtaken by a later attempt and become 'failed'.
+        'resolved' (operator ack): every pending action becomes 'failed'.
+        """
+        _check(outcome, INCIDENT_OUTCOMES, "incident outcome")
+        with self._db.write(f"close incident {incident_id}") as db:
+            cur = db.execute(
+                "UPDATE incidents SET closed_at = ?, outcome = ?"
+                " WHERE id = ? AND closed_at IS NULL",
+                (closed_at, outcome, incident_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            if outcome == "recovered":
+                db.execute(
+                    "UPDATE actions SET outcome = 'success' WHERE id = (SELECT id FROM actions"
+                    " WHERE incident_id = ? AND outcome = 'pending'"
+                    " ORDER BY attempt DESC, id DESC LIMIT 1)",
+                    (incident_id,),
+                )
+            db.execute(
+                "UPDATE actions SET outcome = 'failed'"
+                " WHERE incident_id = ? AND outcome = 'pending'",
+                (incident_id,),
+            )
+        return True
+
+    def incident(self, incident_id: int) -> IncidentRow | None:
+        with self._db.guard(f"read incident {incident_id}"):
+            row = self._db.conn.execute(
+                f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,)
+            ).fetchone()
+        return None if row is None else IncidentRow._from(row)
+
+    def open_incidents(self) -> list[IncidentRow]:
+        with self._db.guard("read open incidents"):
+            rows = self._db.conn.execute(
+                f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE closed_at IS NULL ORDER BY agent"
+            ).fetchall()
+        return [IncidentRow._from(row) for row in rows]
+
+    def open_incident_for(self, agent: str) -> IncidentRow | None:
+        with self._db.guard(f"read the open incident of {agent}"):
+            row = self._db.conn.execute(
+                f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE agent = ? AND closed_at IS NULL",
+                (agent,),
+            ).fetchone()
+        return None if row is None else IncidentRow._from(row)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def record_action(
+        self,
+        *,
+        ts: float,
+        agent: str,
+        incident_id: int | None,
+        pipeline: Pipeline | str,
+        action: str,
+        attempt: int,
+        applied_ok: bool,
+        error: str | None = None,
+    ) -> int:
+        """Append an action: a healing one starts 'pending', a recovery one has no outcome."""
+        kind = _pipeline(pipeline)
+        outcome = "pending" if kind is Pipeline.HEALING else None
+        with self._db.write(f"record {action} for {agent}") as db:
+            cur = db.execute(
+                "INSERT INTO actions (ts, agent, incident_id, pipeline, action, attempt,"
+                " applied_ok, error, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ts,
+                    agent,
+                    incident_id,
+                    kind.value,
+                    action,
+                    attempt,
+                    int(applied_ok),
+                    error,
+                    outcome,
+                ),
+            )
+        return int(cur.lastrowid or 0)
+
+    def settle_action(self, action_id: int, outcome: str) -> bool:
+        """Settle a pending healing action; False if it was not pending (already settled)."""
+        _check(outcome, ACTION_OUTCOMES, "action outcome")
+        with self._db.write(f"settle action {action_id}") as db:
+            cur = db.execute(
+                "UPDATE actions SET outcome = ? WHERE id = ? AND outcome = 'pending'",
+                (outcome, action_id),
+            )
+        return cur.rowcount == 1
+
+    # -- healer's own writes and last activity ------------------------------------------------
+
+    def note_self_write(self, path: str, ino: int, mtime_ns: int, size: int, ts: float) -> None:
+        with self._db.write(f"note own write of {path}") as db:
+            db.execute(
+                "INSERT INTO self_writes (path, ino, mtime_ns, size, ts) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET ino = excluded.ino,"
+                " mtime_ns = excluded.mtime_ns, size = excluded.size, ts = excluded.ts",
+                (path, ino, mtime_ns, size, ts),
+            )
+
+    def self_writes(self) -> dict[str, tuple[int, int, int]]:
+        """path -> (ino, mtime_ns, size) of the file as healer last wrote it."""
+        with self._db.guard("read own writes"):
+            rows = self._db.conn.execute(
+                "SELECT path, ino, mtime_ns, size FROM self_writes"
+            ).fetchall()
+        return {str(p): (int(i), int(m), int(s)) for p, i, m, s in rows}
+
+    def save_last_activity(self, activities: Mapping[str, float]) -> None:
+        with self._db.write("save last activity") as db:
+            db.executemany(
+                "INSERT INTO agents (agent, last_activity) VALUES (?, ?) ON CONFLICT (agent)"
+                " DO UPDATE SET last_activity = excluded.last_activity",
+                sorted(activities.items()),
+            )
+
+    def last_activities(self) -> dict[str, float]:
+        with self._db.guard("read last activity"):
+            rows = self._db.conn.execute("SELECT agent, last_activity FROM agents").fetchall()
+        return {str(agent): float(ts) for agent, ts in rows}
+
+    def agent_rows(self) -> list[AgentRow]:
+        """Every agent the history knows (saved activity or an open incident), by name."""
+        with self._db.snapshot("read agents"):
+            activities = self.last_activities()
+            incidents = {row.agent: row for row in self.open_incidents()}
+        return [
+            AgentRow(agent, activities.get(agent), incidents.get(agent))
+            for agent in sorted(activities.keys() | incidents.keys())
+        ]
+
+    # -- reporting and retention --------------------------------------------------------------
+
+    def stats(self, recent: int = 20) -> dict[str, Any]:
+        """The SPEC §9 report; definitions in docs/STATE.md and healer.core.stats."""
+        with self._db.snapshot("compute stats") as db:
+            tallies = {
+                str(agent): Tally(int(total), int(ok or 0), int(ko or 0))
+                for agent, total, ok, ko in db.execute(
+                    "SELECT agent, COUNT(*), SUM(outcome = 'success'), SUM(outcome = 'failed')"
+                    " FROM actions WHERE pipeline = 'healing' GROUP BY agent"
+                )
+            }
+            (recovery,) = db.execute(
+                "SELECT COUNT(*) FROM actions WHERE pipeline = 'recovery'"
+            ).fetchone()
+            opened, recovered, resolved, escalated, mttd, mttr = db.execute(
+                "SELECT SUM(closed_at IS NULL), SUM(outcome = 'recovered'),"
+                " SUM(outcome = 'resolved'), SUM(escalated_at IS NOT NULL),"
+                " AVG(detected_at - silence_started_at),"
+                " AVG(CASE WHEN outcome = 'recovered' THEN closed_at - detected_at END)"
+                " FROM incidents"
+            ).fetchone()
+            latest = [
+                RecentAction(float(ts), str(agent), str(pipe), str(act), int(attempt), outcome)
+                for ts, agent, pipe, act, attempt, outcome in db.execute(
+                    "SELECT ts, agent, pipeline, action, attempt, outcome FROM actions"
+                    " ORDER BY ts DESC, id DESC LIMIT ?",
+                    (max(recent, 0),),
+                )
+            ]
+        return summarize(
+            by_agent=tallies,
+            recovery_actions=int(recovery),
+            incidents=IncidentCounts(
+                int(opened or 0), int(recovered or 0), int(resolved or 0), int(escalated or 0)
+            ),
+            mttd_seconds=mttd,
+            mttr_seconds=mttr,
+            recent=latest,
+        )
+
+    def prune(self, older_than: float, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete incidents closed before `older_than` with their actions, and own-write records
+        older than it; a transaction per `batch` rows keeps the daemon's writes waiting briefly."""
+        deleted = 0
+        while True:
+            with self._db.write("prune incidents") as db:
+                ids = [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT id FROM incidents WHERE closed_at < ? ORDER BY closed_at LIMIT ?",
+                        (older_than, batch),
+                    )
+                ]
+                marks = ", ".join("?" * len(ids))
+                gone = db.execute(f"DELETE FROM actions WHERE incident_id IN ({marks})", ids)
+                deleted += gone.rowcount
+                deleted += db.execute(f"DELETE FROM incidents WHERE id IN ({marks})", ids).rowcount
+            if len(ids) < batch:
+                break
+        for table, where in (
+            ("actions", "incident_id IS NULL AND ts < ?"),
+            ("self_writes", "ts < ?"),
+        ):
+            while True:
+                with self._db.write(f"prune {table}") as db:
+                    n = db.execute(
+                        f"DELETE FROM {table} WHERE rowid IN"
+                        f" (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
+                        (older_than, batch),
+                    ).rowcount
+                deleted += n
+                if n < batch:
+                    break
+        if deleted:
+            log.info("history_pruned", path=str(self.path), rows=deleted, older_than=older_than)
+        return deleted
+
+
+def _check(value: str | Stage, allowed: tuple[str, ...], what: str) -> str:
+    text = value.value if isinstance(value, Stage) else value
+    if text not in allowed:
+        raise StoreError(f"unknown {what} {text!r} (expected one of {', '.join(allowed)})")
+    return text
+
+
+def _pipeline(value: Pipeline | str) -> Pipeline:
+    try:
+        return Pipeline(value)
+    except ValueError as exc:
+        raise StoreError(f"unknown pipeline {value!r}") from exc
