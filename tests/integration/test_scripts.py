@@ -125,7 +125,7 @@ class TestSimulatorRun:
         swarm, root, started = finished_run
         writes = swarm.agents["Agent-4"].writes
         assert writes and max(writes) < FAST["stall_after"]
-        assert (root / "Agent-4" / "status.json").stat().st_mtime < started + 0.4 + 0.05
+        assert (root / "Agent-4" / "status.json").stat().st_mtime < started + 0.4 + 0.15
 
     def test_self_recovering_agent_comes_back(
             self, finished_run: tuple[Any, Path, float]) -> None:
@@ -320,7 +320,7 @@ class TestReplayWrite:
         elapsed = time.monotonic() - began
         stop.set()
         polling.join(2)
-        assert 0.95 <= elapsed < 1.5 and stats.late_max < 0.2
+        assert 0.95 <= elapsed < 2.0 and stats.late_max < 0.3
         assert (stats.events, stats.agents, stats.status, stats.devlog, stats.inbox) == (
             9, 2, 4, 1, 4)
         assert not bad and reads[0] > 0
