@@ -172,6 +172,8 @@ def _text(value: object, key: str) -> str:
 
 
 def _path(value: object, key: str) -> Path:
+    if isinstance(value, Path):
+        return value
     return Path(_text(value, key)).expanduser()
 
 

@@ -136,8 +136,9 @@ class Alerter:
     def send(self, agent: str, transition: str, details: Mapping[str, Any] | None = None) -> None:
         """Queue an alert and return at once; a full queue loses its oldest alert."""
         if transition not in TRANSITIONS:
-            log.error("alert_rejected", agent=agent, transition=transition,
-                      reason="unknown transition")
+            log.error(
+                "alert_rejected", agent=agent, transition=transition, reason="unknown transition"
+            )
             return
         alert = Alert(agent, transition, self._clock.now(), dict(details or {}))
         with self._cond:
@@ -149,8 +150,9 @@ class Alerter:
                 # The newest news about an incident matters more than the oldest.
                 old = self._queue.popleft()
                 self.dropped += 1
-                log.warning("alert_dropped", agent=old.agent, transition=old.transition,
-                            reason="queue full")
+                log.warning(
+                    "alert_dropped", agent=old.agent, transition=old.transition, reason="queue full"
+                )
             self._queue.append(alert)
             self._cond.notify()
 
@@ -194,8 +196,15 @@ class Alerter:
     def _deliver(self, alert: Alert) -> None:
         if not self._targets:
             self.sent += 1
-            log.info("alert_sent", agent=alert.agent, transition=alert.transition, ok=True,
-                     tries=1, target="log", details=dict(alert.details))
+            log.info(
+                "alert_sent",
+                agent=alert.agent,
+                transition=alert.transition,
+                ok=True,
+                tries=1,
+                target="log",
+                details=dict(alert.details),
+            )
             return
         for target, url in self._targets:
             if self._stop.is_set():
@@ -216,8 +225,11 @@ class Alerter:
         if self._stop.is_set() and not result.ok:
             return
         fields: dict[str, Any] = {
-            "agent": alert.agent, "transition": alert.transition, "ok": result.ok,
-            "tries": tries, "target": target,
+            "agent": alert.agent,
+            "transition": alert.transition,
+            "ok": result.ok,
+            "tries": tries,
+            "target": target,
         }
         if result.status is not None:
             fields["status"] = result.status
@@ -239,7 +251,9 @@ class Alerter:
 
     def _post(self, url: str, body: bytes) -> Delivery:
         request = urllib.request.Request(
-            url, data=body, method="POST",
+            url,
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json", "User-Agent": f"healer/{__version__}"},
         )
         try:
@@ -250,8 +264,12 @@ class Alerter:
             status = exc.code
             retry_after = _retry_after(exc.headers.get("Retry-After")) if exc.headers else None
             exc.close()
-            return Delivery(ok=False, retryable=status == 429 or status >= 500, status=status,
-                            retry_after=retry_after if status == 429 else None)
+            return Delivery(
+                ok=False,
+                retryable=status == 429 or status >= 500,
+                status=status,
+                retry_after=retry_after if status == 429 else None,
+            )
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             # Timeouts, refused connections, resets and bad URLs; the text is scrubbed because
             # some of these messages quote the URL.
@@ -274,7 +292,7 @@ def _secret_parts(urls: Any) -> list[str]:
         parts.add(url)
         rest = url.split("://", 1)[-1]
         if "/" in rest:
-            path = rest[rest.index("/"):]
+            path = rest[rest.index("/") :]
             if len(path) > 1:
                 parts.add(path)
     return sorted(parts, key=len, reverse=True)

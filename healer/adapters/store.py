@@ -240,6 +240,16 @@ class Store:
             )
         return cur.rowcount == 1
 
+    def action_id_for(self, incident_id: int, attempt: int) -> int | None:
+        """The healing action of attempt `attempt` in an incident (to settle it after a restart)."""
+        with self._db.guard(f"read attempt {attempt} of incident {incident_id}"):
+            row = self._db.conn.execute(
+                "SELECT id FROM actions WHERE incident_id = ? AND attempt = ? AND pipeline = ?"
+                " ORDER BY id DESC LIMIT 1",
+                (incident_id, attempt, Pipeline.HEALING.value),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
     # -- healer's own writes and last activity ------------------------------------------------
 
     def note_self_write(self, path: str, ino: int, mtime_ns: int, size: int, ts: float) -> None:

@@ -79,10 +79,13 @@ def classify(
             return ()
         return (Observation(src[0], len(src) > 1 and _single(src, kind, inbox_mode)),)
     dst = split_path(dest)
+    raw_src = split_path(relpath)
+    if (raw_src and is_own_temp_name(raw_src[-1])) or (dst and is_own_temp_name(dst[-1])):
+        # healer renamed its temp file into place, or swapped it with the old file
+        # (RENAME_EXCHANGE): both halves are healer's own write.
+        return ()
     if not dst or not is_agent(dst[0]):
         dst = ()
-    if not src and split_path(relpath) and is_own_temp_name(split_path(relpath)[-1]):
-        return ()  # healer renamed its own temp file into place
     if src and dst and src[0] == dst[0]:
         return (Observation(src[0], _move(src, dst, inbox_mode)),)
     # A rename across agents is a deletion for one and a creation for the other.

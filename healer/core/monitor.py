@@ -131,6 +131,11 @@ class Monitor:
         return stage_of(self._incidents.get(agent), busy=hold is not None and now < hold
                         and agent not in self._incidents)
 
+    def due_target(self, agent: str) -> float:
+        """When `agent` is next due (infinity when nothing can come due without activity)."""
+        target = self._target(agent)
+        return float("inf") if target is None else target
+
     def _target(self, agent: str) -> float | None:
         last = self.table.get(agent)
         if last is None:

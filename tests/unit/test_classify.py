@@ -104,6 +104,12 @@ class TestClassify:
         )
         assert rescue == ()
 
+    def test_an_exchange_of_status_json_with_a_healer_temp_file_is_not_observed(self) -> None:
+        swapped = classify(
+            "Agent-1/status.json", MV, dest="Agent-1/.status.json.healer-tmp.ab12", is_agent=agents
+        )
+        assert swapped == ()
+
     def test_paths_outside_agent_folders_are_ignored(self) -> None:
         assert classify(".healer/healer.db", M, is_agent=agents) == ()
         assert classify("README.md", M, is_agent=agents) == ()

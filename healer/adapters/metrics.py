@@ -1,0 +1,126 @@
+"""Prometheus metrics (optional extra `healer[metrics]`): a collector that reads the daemon's
+state at scrape time, so ingesting an event costs nothing extra but one histogram sample."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from healer.core.model import Stage
+from healer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from healer.adapters.watcher import Change
+    from healer.daemon import Daemon
+
+__all__ = ["Metrics", "serve_metrics"]
+
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    """Owns a private registry and the HTTP server thread."""
+
+    def __init__(self, daemon: Daemon, registry: Any, server: Any, thread: Any) -> None:
+        from prometheus_client import Histogram
+
+        self._daemon = daemon
+        self.registry = registry
+        self._server = server
+        self._thread = thread
+        self.lag = Histogram(
+            "healer_event_lag_seconds",
+            "Time from an event's arrival at the observer to the activity table.",
+            buckets=LAG_BUCKETS, registry=registry,
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def observe_changes(self, changes: Sequence[Change], now: float) -> None:
+        # One sample per batch, at its oldest change: the worst lag of the batch.
+        self.lag.observe(max(0.0, now - changes[0].when))
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Collector:
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        d = self._daemon
+        engine = d.engine
+        now = d.clock.now()
+        table = engine.monitor.table.items()
+        stages = dict.fromkeys((s.value for s in Stage), 0)
+        for agent, _ in table:
+            stages[engine.monitor.stage(agent, now).value] += 1
+        by_stage = GaugeMetricFamily("healer_agents", "Agents by stage.", labels=["stage"])
+        for stage, count in stages.items():
+            by_stage.add_metric([stage], count)
+        yield by_stage
+        silence = GaugeMetricFamily(
+            "healer_agent_silence_seconds", "Seconds since the agent's last genuine activity.",
+            labels=["agent"],
+        )
+        for agent, last in table:
+            silence.add_metric([agent], max(0.0, now - last))
+        yield silence
+        counters = engine.counters
+        actions = CounterMetricFamily(
+            "healer_actions", "Actions carried out, by pipeline.", labels=["pipeline"]
+        )
+        actions.add_metric(["healing"], counters["heal_actions"])
+        actions.add_metric(["recovery"], counters["recovery_actions"])
+        yield actions
+        yield CounterMetricFamily("healer_escalations", "Incidents escalated to a human.",
+                                  value=counters["escalations"])
+        yield CounterMetricFamily("healer_recoveries", "Incidents closed by the agent's return.",
+                                  value=counters["recoveries"])
+        yield CounterMetricFamily("healer_events_ingested", "Filesystem events received.",
+                                  value=d.watcher.events_seen)
+        yield CounterMetricFamily("healer_reconcile_sweeps", "Reconcile sweeps of the root.",
+                                  value=d.sweeps)
+        yield CounterMetricFamily("healer_observer_restarts", "Restarts of a dead observer.",
+                                  value=d.watcher.restarts)
+        alerts = CounterMetricFamily("healer_alerts", "Alert deliveries.", labels=["outcome"])
+        alerts.add_metric(["sent"], d.alerter.sent)
+        alerts.add_metric(["failed"], d.alerter.failed)
+        alerts.add_metric(["dropped"], d.alerter.dropped)
+        yield alerts
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def serve_metrics(addr: str, daemon: Daemon) -> Metrics:
+    """Serve /metrics on `addr` (HOST:PORT; an empty host means loopback, not all interfaces)."""
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError:
+        raise ConfigError(
+            "healer.metrics_addr: metrics need prometheus-client (pip install 'healer[metrics]')"
+        ) from None
+    host, port = _split(addr)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(f"healer.metrics_addr: {host!r} is not an IP address") from None
+    registry = CollectorRegistry()
+    registry.register(_Collector(daemon))
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"healer.metrics_addr: cannot listen on {addr}: {exc}") from None
+    return Metrics(daemon, registry, server, thread)

@@ -1,0 +1,216 @@
+"""`healer watch`: the main loop. Small steps that each say whether they did work; the loop
+is an iterator a test can step; signals only set flags; the sleep is an interruptible wait."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from healer.adapters.alerts import Alerter
+from healer.adapters.store import Store
+from healer.adapters.systemd import Notifier
+from healer.adapters.watcher import Watcher
+from healer.clock import Clock, SystemClock
+from healer.config import Config
+from healer.engine import Engine
+
+__all__ = ["Daemon"]
+
+log = structlog.get_logger()
+
+# At most this many queued changes are applied before the wheel gets a turn, so a flood
+# of writes can delay detection by one batch at the most, never starve it.
+BATCH = 50_000
+PRUNE_EVERY = 3600.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        reload: Callable[[], Config] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._reload_config = reload
+        self.notifier = notifier or Notifier.from_env()
+        self.stop_reason: str | None = None
+        self._reload = threading.Event()
+        self.store: Store | None = None
+        if not config.dry_run:
+            self.store = Store.open(config.state_path / "healer.db")
+        self.alerter = Alerter.from_env(
+            config.alerts.webhook_url,
+            timeout=config.alerts.timeout,
+            max_tries=config.alerts.max_tries,
+            backoff=config.alerts.backoff,
+        )
+        self.engine = Engine(config, self.clock, store=self.store, alerter=self.alerter)
+        self.watcher = Watcher(
+            config.workspaces,
+            is_agent=config.is_agent_name,
+            ledger=self.engine.ledger,
+            inbox_mode=config.inbox_mode,
+            poll=config.poll,
+            poll_interval=min(1.0, config.tick),
+            clock=self.clock.now,
+        )
+        self.sweeps = 0
+        self.metrics: Any = None
+        self._last_sweep = 0.0
+        self._last_ping = 0.0
+        self._last_prune = 0.0
+
+    # -- signals --------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.stop_reason = signal.Signals(signum).name
+        self.watcher.wake.set()
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._reload.set()
+        self.watcher.wake.set()
+
+    def stop(self, reason: str = "requested") -> None:
+        self.stop_reason = reason
+        self.watcher.wake.set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        # Watch first, then scan: a write landing between the two is seen by one of them.
+        self.watcher.start()
+        agents = self.engine.start()
+        now = self.clock.now()
+        self._last_sweep = self._last_prune = now
+        log.info(
+            "watch_started", workspaces=str(self.config.workspaces), agents=agents,
+            heal_after=self.config.heal_after, recover_after=self.config.recover_after,
+            tick=self.config.tick, polling=self.watcher.poll, dry_run=self.config.dry_run,
+        )
+        self.notifier.ready()
+        self.notifier.status(f"watching {agents} agents")
+
+    def close(self) -> None:
+        self.notifier.stopping()
+        self.watcher.close()
+        self.engine.save()
+        self.alerter.close(timeout=1.0)
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("watch_stopped", reason=self.stop_reason or "requested")
+
+    def run(self) -> None:
+        self.start()
+        try:
+            for _ in self.steps():
+                pass
+        finally:
+            self.close()
+
+    # -- the loop -------------------------------------------------------------------------
+    def steps(self) -> Iterator[bool]:
+        """One iteration per wake-up; yields whether it did any work."""
+        while self.stop_reason is None:
+            self._sleep()
+            if self.stop_reason is not None:
+                return
+            yield self.step()
+
+    def _sleep(self) -> None:
+        tick = self.config.tick
+        now = self.clock.now()
+        # Wake on the next tick boundary, or at once when events arrive.
+        timeout = tick - math.fmod(now, tick)
+        if self.watcher.wake.wait(max(timeout, 0.001)):
+            self.watcher.wake.clear()
+
+    def step(self) -> bool:
+        did = False
+        if self._reload.is_set():
+            self._reload.clear()
+            self._do_reload()
+            did = True
+        did |= self._apply_changes()
+        if self.watcher.overflowed.is_set():
+            self.watcher.overflowed.clear()
+            log.warning("event_queue_overflow", action="rescan")
+            self.engine.rescan()
+            did = True
+        if not self.watcher.alive() and self.stop_reason is None:
+            self.watcher.restart()
+            self.engine.rescan()
+            did = True
+        now = self.clock.now()
+        did |= self.engine.step(now) > 0
+        if now - self._last_sweep >= self.config.check_interval:
+            self._last_sweep = now
+            self.sweeps += 1
+            added, removed = self.engine.reconcile()
+            did |= bool(added or removed)
+        if self.store is not None and now - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = now
+            self.engine._store_call(self.store.prune, now - self.config.retention)
+        self._ping(now)
+        return did
+
+    def _apply_changes(self) -> bool:
+        changes = self.watcher.drain(BATCH)
+        for change in changes:
+            if change.folder == "added":
+                self.engine.add_agent(change.agent)
+            elif change.folder == "removed":
+                if change.agent in self.engine.monitor and not (
+                    self.config.workspaces / change.agent
+                ).is_dir():
+                    self.engine.remove_agent(change.agent)
+            elif change.agent not in self.engine.monitor:
+                # The first event of a folder whose creation we did not see.
+                self.engine.add_agent(change.agent)
+                if change.activity:
+                    self.engine.observe(change.agent, change.when)
+            elif change.activity:
+                self.engine.observe(change.agent, change.when)
+        if changes and self.metrics is not None:
+            self.metrics.observe_changes(changes, self.clock.now())
+        if len(changes) == BATCH:
+            self.watcher.wake.set()  # more are queued: come straight back
+        return bool(changes)
+
+    def _ping(self, now: float) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is not None and now - self._last_ping >= interval / 2:
+            self._last_ping = now
+            self.notifier.ping()
+
+    def _do_reload(self) -> None:
+        if self._reload_config is None:
+            return
+        self.notifier.reloading()
+        try:
+            config = self._reload_config()
+        except Exception as exc:  # a bad edit must not take the running daemon down
+            log.error("config_reload_failed", error=str(exc))
+            self.notifier.ready()
+            return
+        self.config = config
+        self.engine.reload(config)
+        self.watcher.inbox_mode = config.inbox_mode
+        self.watcher.is_agent = config.is_agent_name
+        log.info("config_reloaded", heal_after=config.heal_after,
+                 recover_after=config.recover_after, tick=config.tick)
+        self.notifier.ready()

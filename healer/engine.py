@@ -1,0 +1,436 @@
+"""The engine: the pure monitor wired to the world (scanner, writer, history, alerts, log).
+Both `healer check` and `healer watch` drive it; only the source of activity differs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import structlog
+
+from healer.adapters.alerts import Alerter
+from healer.adapters.scan import Scanner
+from healer.adapters.store import IncidentRow, Store
+from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.clock import Clock
+from healer.config import Config
+from healer.core.model import Pipeline, Stage
+from healer.core.monitor import Monitor
+from healer.core.policy import (
+    Escalate,
+    HealAttempt,
+    Incident,
+    Policy,
+    RunRecovery,
+    SettleAttempt,
+    StallDetected,
+    Step,
+)
+from healer.errors import ActionError, StoreError
+from healer.pipelines import recovery
+from healer.pipelines.healing import ActionOutcome, Context, apply_rung, iso
+from healer.pipelines.messages import escalation_marker
+
+__all__ = ["ActionReport", "Engine"]
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReport:
+    """One action the engine carried out (for `check --json` and the metrics)."""
+
+    agent: str
+    action: str
+    ok: bool
+    pipeline: str
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        *,
+        store: Store | None = None,
+        alerter: Alerter | None = None,
+        ledger: SelfWriteLedger | None = None,
+        record: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store
+        # `check` without --now and `--dry-run` read the history but never write it.
+        self.history = store if record and not config.dry_run else None
+        self.alerter = alerter
+        self.ledger = ledger or SelfWriteLedger()
+        if self.history is not None:
+            self.ledger.on_note = self._persist_self_write
+        self.writer = SafeWriter(
+            config.workspaces, self.ledger, config.max_status_bytes, config.dry_run, clock=clock
+        )
+        self.scanner = Scanner(
+            config.workspaces,
+            config.is_agent_name,
+            inbox_mode=config.inbox_mode,
+            is_self=self.ledger.is_self,
+            max_status_bytes=config.max_status_bytes,
+        )
+        self.monitor = Monitor(self.policy_for, config.tick, clock.now())
+        self.actions: list[ActionReport] = []
+        self.counters: dict[str, int] = {
+            "heal_actions": 0, "recovery_actions": 0, "escalations": 0, "recoveries": 0,
+        }
+        self._action_ids: dict[tuple[int, int], int] = {}  # (incident id, attempt) -> action id
+        self.on_action: Callable[[ActionReport], None] | None = None
+
+    # -- configuration --------------------------------------------------------------------
+    def policy_for(self, agent: str) -> Policy:
+        c = self.config
+        return Policy(
+            heal_after=c.heal_after_for(agent),
+            recover_after=c.recover_after_for(agent),
+            max_attempts=c.max_attempts,
+            ladder=c.ladder,
+            healing_enabled=c.healing_enabled,
+        )
+
+    def reload(self, config: Config) -> None:
+        """New config, same state: incidents, attempts and counters carry over."""
+        self.config = config
+        self.writer.dry_run = config.dry_run
+        self.scanner.inbox_mode = config.inbox_mode
+        self.scanner.is_agent = config.is_agent_name
+        self.monitor.set_policy(self.policy_for)
+
+    def _persist_self_write(self, path: str, ident: Any) -> None:
+        if self.history is None or ident is None:
+            return
+        try:
+            self.history.note_self_write(path, ident[0], ident[1], ident[2], self.clock.now())
+        except StoreError as exc:
+            log.warning("history_write_failed", error=str(exc))
+
+    # -- membership -----------------------------------------------------------------------
+    def start(self) -> int:
+        """Initial scan: every agent's last activity from its files and the history."""
+        stored: dict[str, float] = {}
+        carried: dict[str, IncidentRow] = {}
+        if self.store is not None:
+            self.ledger.load(self.store.self_writes())
+            stored = self.store.last_activities()
+            carried = {row.agent: row for row in self.store.open_incidents()}
+        for agent in self.scanner.agents():
+            self.add_agent(agent, stored.get(agent), carried.pop(agent, None), announce=False)
+        for row in carried.values():  # the agent's folder is gone
+            self._close_row(row, "resolved")
+        return len(self.monitor.table)
+
+    def add_agent(
+        self,
+        agent: str,
+        stored: float | None = None,
+        row: IncidentRow | None = None,
+        *,
+        announce: bool = True,
+    ) -> bool:
+        now = self.clock.now()
+        found = self.scanner.scan(agent, now)
+        if found is None or agent in self.monitor:
+            return False
+        candidates = [t for t in (found.last_activity, stored) if t is not None]
+        # A new agent's clock starts when its folder appears (SPEC §1).
+        last = min(max(candidates) if candidates else found.created, now)
+        incident = self._incident_from_row(row) if row is not None else None
+        if not self.monitor.add(agent, last, incident) and row is not None:
+            self._recovered(agent, incident or self._incident_from_row(row), last)
+        if announce:
+            log.info("agent_added", agent=agent)
+        return True
+
+    def remove_agent(self, agent: str) -> None:
+        incident = self.monitor.remove(agent)
+        if incident is not None and incident.id is not None:
+            self._close_row_id(incident.id, "resolved")
+        log.info("agent_removed", agent=agent)
+
+    def reconcile(self) -> tuple[int, int]:
+        """List the root for agents whose creation or removal was missed; cheap by design:
+        one directory listing, no per-agent I/O for the agents already known."""
+        present = set(self.scanner.agents())
+        known = set(self.monitor.table)
+        added = removed = 0
+        for agent in sorted(present - known):
+            added += self.add_agent(agent)
+        for agent in sorted(known - present):
+            self.remove_agent(agent)
+            removed += 1
+        if self.history is not None and self.monitor.incidents():
+            self._pick_up_resolves()
+        return added, removed
+
+    def rescan(self) -> None:
+        """After lost events (queue overflow): re-stat every agent; time only moves forward."""
+        self.reconcile()
+        now = self.clock.now()
+        for agent in list(self.monitor.table):
+            found = self.scanner.scan(agent, now)
+            if found is not None and found.last_activity is not None:
+                self.observe(agent, found.last_activity)
+
+    # -- activity -------------------------------------------------------------------------
+    def observe(self, agent: str, when: float) -> None:
+        closed = self.monitor.observe(agent, when)
+        if closed is not None:
+            self._recovered(agent, closed, when)
+
+    # -- time -----------------------------------------------------------------------------
+    def step(self, now: float | None = None) -> int:
+        """Handle every decision due now; returns how many agents were looked at."""
+        now = self.clock.now() if now is None else now
+        due = self.monitor.due(now)
+        for agent in due:
+            self._decide(agent, now)
+        return len(due)
+
+    def _decide(self, agent: str, now: float) -> None:
+        # A missed event can only make an agent look older: look at its files before acting.
+        found = self.scanner.scan(agent, now)
+        if found is None:
+            self.remove_agent(agent)
+            return
+        if found.last_activity is not None:
+            self.observe(agent, found.last_activity)
+        last = self.monitor.table.get(agent)
+        if last is None:
+            return
+        if self.monitor.incident(agent) is None and self.monitor.due_target(agent) > now:
+            return  # the re-stat found activity: re-armed, nothing is due
+        lease = self.scanner.lease(agent, self.config.max_busy_lease, last)
+        decision = self.monitor.evaluate(agent, now, lease)
+        if decision.incident is None or not decision.steps:
+            return
+        incident = decision.incident
+        for step in decision.steps:
+            incident = self._carry_out(agent, incident, step, now, last)
+
+    # -- steps ----------------------------------------------------------------------------
+    def _carry_out(
+        self, agent: str, incident: Incident, step: Step, now: float, last: float
+    ) -> Incident:
+        if isinstance(step, StallDetected):
+            incident = self._ensure_row(agent, incident, now)
+            log.warning(
+                "stall_detected", agent=agent, pipeline=step.pipeline.value,
+                silent_for=round(step.silent_for, 3), threshold=step.threshold,
+            )
+        elif isinstance(step, SettleAttempt):
+            self._settle(incident, step.attempt, "failed")
+        elif isinstance(step, HealAttempt):
+            ctx = Context(agent, now, step.attempt, now - last, last, incident.actions[:-1])
+            outcome = apply_rung(self.writer, step.action, ctx)
+            self._record(incident, Pipeline.HEALING, outcome, step.attempt, now)
+            self._update_row(incident, attempts=step.attempt, last_attempt_at=now)
+        elif isinstance(step, RunRecovery):
+            self._recover(agent, incident, now, last)
+        elif isinstance(step, Escalate):
+            self._escalate(agent, incident, step, now)
+        return incident
+
+    def _recover(self, agent: str, incident: Incident, now: float, last: float) -> None:
+        ctx = Context(agent, now, 0, now - last, last, incident.actions)
+        outcomes: list[ActionOutcome] = []
+        if self.config.agent_rescue:
+            outcomes.append(recovery.rescue(self.writer, ctx))
+        if self.config.auto_recovery:
+            candidates = self._active_agents(agent)
+            outcomes.append(recovery.reassign_tasks(self.writer, ctx, candidates))
+        for outcome in outcomes:
+            self._record(incident, Pipeline.RECOVERY, outcome, 0, now)
+        self._alert(agent, "stalled", silent_for=round(now - last, 3), pipeline="recovery")
+        self._record(incident, Pipeline.RECOVERY, ActionOutcome("alert", True), 0, now)
+        stage = Stage.ESCALATED if incident.escalated else Stage.RECOVERING
+        self._update_row(incident, recovery_done=True, stage=stage.value)
+
+    def _escalate(self, agent: str, incident: Incident, step: Escalate, now: float) -> None:
+        tried = [f"- attempt {k}: {a}" for k, a in enumerate(step.actions, start=1)]
+        text = escalation_marker(agent, iso(now), step.attempts, tried)
+        try:
+            self.writer.write_marker(agent, text)
+            marker_error = None
+        except (ActionError, OSError) as exc:
+            marker_error = str(exc)
+        log.error("agent_escalated", agent=agent, attempts=step.attempts,
+                  **({"error": marker_error} if marker_error else {}))
+        self.counters["escalations"] += 1
+        self._alert(agent, "escalated", attempts=step.attempts, actions=list(step.actions))
+        self._update_row(incident, stage=Stage.ESCALATED.value, at=now)
+
+    def _recovered(self, agent: str, incident: Incident, when: float) -> None:
+        silent_for = max(0.0, when - incident.silence_start)
+        log.info("agent_recovered", agent=agent, silent_for=round(silent_for, 3),
+                 attempts=incident.attempts)
+        self.counters["recoveries"] += 1
+        if incident.escalated and not self.config.dry_run:
+            try:
+                self.writer.remove_marker(agent)
+            except (ActionError, OSError) as exc:
+                log.warning("marker_not_removed", agent=agent, error=str(exc))
+        if incident.id is not None:
+            self._close_row_id(incident.id, "recovered", when)
+        if incident.recovery_done or incident.escalated:
+            # Humans heard of this incident (the recovery alert or the escalation): close it.
+            self._alert(agent, "recovered", silent_for=round(silent_for, 3),
+                        attempts=incident.attempts)
+        if self.history is not None:
+            self._store_call(self.history.save_last_activity, {agent: when})
+
+    # -- history --------------------------------------------------------------------------
+    def _store_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StoreError as exc:
+            # The history is for operators; detection and healing go on without it.
+            log.error("history_write_failed", error=str(exc))
+            return None
+
+    def _ensure_row(self, agent: str, incident: Incident, now: float) -> Incident:
+        if incident.id is not None or self.history is None:
+            return incident
+        row_id = self._store_call(
+            self.history.open_incident, agent, opened_at=incident.opened_at,
+            silence_started_at=incident.silence_start, detected_at=now,
+            stage="healing" if self.config.healing_enabled else "recovering",
+        )
+        if row_id:
+            self.monitor.attach_id(agent, row_id)
+            self._store_call(self.history.save_last_activity, {agent: incident.silence_start})
+            return replace(incident, id=row_id)
+        return incident
+
+    def _current_id(self, incident: Incident) -> int | None:
+        if incident.id is not None:
+            return incident.id
+        live = self.monitor.incident(incident.agent)
+        return live.id if live is not None else None
+
+    def _update_row(self, incident: Incident, **fields: Any) -> None:
+        row_id = self._current_id(incident)
+        if row_id is not None and self.history is not None:
+            self._store_call(self.history.update_incident, row_id, **fields)
+
+    def _close_row_id(self, row_id: int, outcome: str, when: float | None = None) -> None:
+        if self.history is not None:
+            at = self.clock.now() if when is None else when
+            self._store_call(self.history.close_incident, row_id, closed_at=at, outcome=outcome)
+
+    def _close_row(self, row: IncidentRow, outcome: str) -> None:
+        self._close_row_id(row.id, outcome)
+
+    def _record(
+        self, incident: Incident, pipeline: Pipeline, outcome: ActionOutcome, attempt: int,
+        now: float,
+    ) -> None:
+        agent = incident.agent
+        fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
+        if outcome.error:
+            fields["error"] = outcome.error
+        if pipeline is Pipeline.HEALING:
+            self.counters["heal_actions"] += 1
+            log.log(30 if not outcome.ok else 20, "heal_action", attempt=attempt, **fields)
+        else:
+            self.counters["recovery_actions"] += 1
+            log.log(30 if not outcome.ok else 20, "recovery_action", **fields)
+        report = ActionReport(agent, outcome.action, outcome.ok, pipeline.value)
+        self.actions.append(report)
+        if self.on_action is not None:
+            self.on_action(report)
+        row_id = self._current_id(incident)
+        if self.history is None or row_id is None:
+            return
+        action_id = self._store_call(
+            self.history.record_action, ts=now, agent=agent, incident_id=row_id,
+            pipeline=pipeline.value, action=outcome.action, attempt=attempt,
+            applied_ok=outcome.ok, error=outcome.error,
+        )
+        if action_id and pipeline is Pipeline.HEALING:
+            self._action_ids[(row_id, attempt)] = action_id
+
+    def _settle(self, incident: Incident, attempt: int, outcome: str) -> None:
+        row_id = self._current_id(incident)
+        if row_id is None or self.history is None:
+            return
+        action_id = self._action_ids.pop((row_id, attempt), None)
+        if action_id is None:
+            action_id = self._store_call(self.history.action_id_for, row_id, attempt)
+        if action_id:
+            self._store_call(self.history.settle_action, action_id, outcome)
+
+    def _incident_from_row(self, row: IncidentRow) -> Incident:
+        policy = self.policy_for(row.agent)
+        attempts = row.attempts
+        next_at = (
+            row.last_attempt_at + policy.heal_after if row.last_attempt_at is not None else None
+        )
+        return Incident(
+            agent=row.agent,
+            silence_start=row.silence_started_at,
+            opened_at=row.opened_at,
+            attempts=attempts,
+            next_attempt_at=next_at,
+            healing_detected=attempts > 0 or row.stage == "escalated",
+            recovery_done=row.recovery_done,
+            escalated=row.stage == "escalated",
+            actions=tuple(policy.rung(k) for k in range(1, attempts + 1)) if policy.ladder else (),
+            id=row.id,
+        )
+
+    def _pick_up_resolves(self) -> None:
+        """`healer resolve` closes incidents in the history; the daemon follows it here."""
+        assert self.history is not None
+        rows = self._store_call(self.history.open_incidents)
+        if rows is None:
+            return
+        still_open = {row.id for row in rows}
+        for agent, incident in self.monitor.incidents().items():
+            if incident.id is not None and incident.id not in still_open:
+                self.monitor.resolve(agent, self.clock.now())
+                log.info("incident_resolved", agent=agent, incident=incident.id)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _active_agents(self, exclude: str) -> list[str]:
+        """Agents without an incident, most recently active first."""
+        now = self.clock.now()
+        rows = [
+            (t, a) for a, t in self.monitor.table.items()
+            if a != exclude and self.monitor.stage(a, now) is Stage.ACTIVE
+        ]
+        return [a for _, a in sorted(rows, reverse=True)]
+
+    def _alert(self, agent: str, transition: str, **details: Any) -> None:
+        if self.config.dry_run:
+            return
+        if self.alerter is not None:
+            self.alerter.send(agent, transition, details)
+
+    def save(self) -> None:
+        """Persist what a restart needs (called on a clean stop)."""
+        if self.history is not None:
+            self._store_call(self.history.save_last_activity, dict(self.monitor.table.items()))
+
+    def stalled(self, now: float) -> list[dict[str, Any]]:
+        """Agents silent past a threshold or with an open incident, for `check`."""
+        out = []
+        for agent, last in sorted(self.monitor.table.items()):
+            policy = self.policy_for(agent)
+            silent = now - last
+            incident = self.monitor.incident(agent)
+            if silent >= policy.recover_after:
+                pipeline = "recovery"
+            elif (policy.healing_enabled and silent >= policy.heal_after) or incident is not None:
+                pipeline = "healing"
+            else:
+                continue
+            out.append({"agent": agent, "silent_for": round(silent, 3), "pipeline": pipeline})
+        return out

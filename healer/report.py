@@ -1,0 +1,143 @@
+"""What operators read: the per-agent status view and the stats table, from the files and
+the history, whether or not the daemon is running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from healer.adapters.scan import Scanner
+from healer.adapters.store import Store
+from healer.adapters.writer import SelfWriteLedger
+from healer.config import Config
+
+__all__ = ["age", "agent_status", "live_status", "render_stats", "render_status"]
+
+STAGE_COLORS = {
+    "active": "green", "busy": "blue", "healing": "yellow", "recovering": "magenta",
+    "escalated": "red",
+}
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z")
+
+
+def agent_status(config: Config, store: Store | None, now: float | None = None) -> dict[str, Any]:
+    """SPEC §9 `status --json`: every agent with last activity, silence, stage, attempts."""
+    now = time.time() if now is None else now
+    ledger = SelfWriteLedger()
+    stored: dict[str, float] = {}
+    incidents: dict[str, Any] = {}
+    if store is not None:
+        ledger.load(store.self_writes())
+        stored = store.last_activities()
+        incidents = {row.agent: row for row in store.open_incidents()}
+    scanner = Scanner(config.workspaces, config.is_agent_name, inbox_mode=config.inbox_mode,
+                      is_self=ledger.is_self, max_status_bytes=config.max_status_bytes)
+    rows = []
+    for agent in scanner.agents():
+        found = scanner.scan(agent, now)
+        if found is None:
+            continue
+        times = [t for t in (found.last_activity, stored.get(agent)) if t is not None]
+        last = min(max(times), now) if times else None
+        row = incidents.get(agent)
+        lease = scanner.lease(agent, config.max_busy_lease, last) if last is not None else None
+        if row is not None:
+            stage = row.stage
+        elif lease is not None and lease > now:
+            stage = "busy"
+        else:
+            stage = "active"
+        rows.append({
+            "agent": agent,
+            "last_activity": _iso(last),
+            "silent_for": round(now - last, 3) if last is not None else None,
+            "stage": stage,
+            "attempts": row.attempts if row is not None else 0,
+            "busy_until": _iso(lease) if lease is not None and lease > now else None,
+        })
+    return {"agents": rows}
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 172800:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def render_status(data: dict[str, Any], *, color: bool = False) -> str:
+    """A table that fits 80 columns."""
+    lines = [f"{'AGENT':<20} {'STAGE':<11} {'SILENT':>8} {'ATTEMPTS':>8}  LAST ACTIVITY (UTC)"]
+    for row in data["agents"]:
+        stage = f"{row['stage']:<11}"
+        if color:
+            stage = click.style(stage, fg=STAGE_COLORS.get(row["stage"]))
+        last = (row["last_activity"] or "-")[:19].replace("T", " ")
+        lines.append(
+            f"{row['agent'][:20]:<20} {stage} {age(row['silent_for']):>8} "
+            f"{row['attempts']:>8}  {last}"
+        )
+    counts: dict[str, int] = {}
+    for row in data["agents"]:
+        counts[row["stage"]] = counts.get(row["stage"], 0) + 1
+    summary = ", ".join(f"{n} {stage}" for stage, n in sorted(counts.items())) or "no agents"
+    lines.append(f"{len(data['agents'])} agents: {summary}")
+    return "\n".join(lines)
+
+
+def render_stats(data: dict[str, Any]) -> str:
+    inc = data.get("incidents", {})
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}s"
+
+    lines = [
+        f"healing actions   {data['total_actions']:>6}   successful {data['successful']:>5}   "
+        f"failed {data['failed']:>5}   success rate {data['success_rate']:.1f}%",
+        f"recovery actions  {data['recovery_actions']:>6}",
+        f"incidents         open {inc.get('open', 0)}   recovered {inc.get('recovered', 0)}   "
+        f"escalated {inc.get('escalated', 0)}",
+        f"MTTD {secs(data.get('mttd_seconds'))}   MTTR {secs(data.get('mttr_seconds'))}",
+    ]
+    if data.get("by_agent"):
+        lines.append("")
+        lines.append(f"{'AGENT':<20} {'TOTAL':>6} {'OK':>6} {'FAILED':>6}")
+        for agent, row in sorted(data["by_agent"].items()):
+            lines.append(f"{agent[:20]:<20} {row['total']:>6} {row['successful']:>6} "
+                         f"{row['failed']:>6}")
+    if data.get("recent_actions"):
+        lines.append("")
+        lines.append("recent actions")
+        for row in data["recent_actions"][:10]:
+            lines.append(f"  {row['timestamp'][:19]}  {row['agent'][:16]:<16} "
+                         f"{row['action']:<18} {row.get('attempt', '')!s:>2}  {row['outcome']}")
+    return "\n".join(lines)
+
+
+def live_status(snapshot: Callable[[], dict[str, Any]], interval: float) -> None:
+    """Redraw the status table until Ctrl-C."""
+    try:
+        while True:
+            table = render_status(snapshot(), color=True)
+            click.clear()
+            stamp = datetime.now(UTC).strftime("%H:%M:%S")
+            click.echo(f"healer status  {stamp} UTC  (Ctrl-C to quit)\n")
+            click.echo(table)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
