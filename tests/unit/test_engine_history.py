@@ -1,0 +1,162 @@
+"""The engine over a real SQLite history and a fake clock: a crash between two engines loses
+neither the attempt count nor the counters, and activity during the outage closes the incident."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from healer.adapters.store import Store
+from healer.config import Config
+from healer.engine import Engine
+from healer.testing import FakeClock
+from tests.conftest import make_agent
+
+TICK = 0.1
+
+
+def _config(root: Path) -> Config:
+    return Config(workspaces=root, heal_after=2.0, recover_after=1000.0, tick=TICK)
+
+
+def _engine(config: Config, clock: FakeClock) -> tuple[Engine, Store]:
+    store = Store.open(config.state_path / "healer.db", clock=clock)
+    engine = Engine(config, clock, store=store)
+    engine.start()
+    return engine, store
+
+
+def _drive(engine: Engine, clock: FakeClock, until: float, logs: list[dict[str, object]],
+           stop: object = None) -> None:
+    """Advance tick by tick until `until`, or until a log entry equal to `stop` appears."""
+    while clock.now() < until:
+        clock.advance(TICK)
+        engine.step()
+        if stop is not None and any(_matches(e, stop) for e in logs):
+            return
+
+
+def _matches(entry: dict[str, object], want: object) -> bool:
+    assert isinstance(want, dict)
+    return all(entry.get(k) == v for k, v in want.items())
+
+
+def _heals(logs: list[dict[str, object]], agent: str) -> list[tuple[object, object]]:
+    return [(e["attempt"], e["action"]) for e in logs
+            if e["event"] == "heal_action" and e["agent"] == agent]
+
+
+@pytest.fixture
+def root(tmp_path: Path, clock: FakeClock) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    for name in ("Agent-1", "Agent-2"):
+        folder = make_agent(root, name)
+        # The files were last touched "now" on the fake clock, so silence starts there.
+        for path in (folder / "status.json", folder / "devlogs", folder / "inbox", folder):
+            os.utime(path, (clock.now(), clock.now()))
+    return root
+
+
+class TestRestartContinuity:
+    def _crash_after_attempt_two(
+        self, root: Path, clock: FakeClock
+    ) -> tuple[Config, list[dict[str, object]]]:
+        config = _config(root)
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, clock.now() + 30, logs,
+                   stop={"event": "heal_action", "agent": "Agent-1", "attempt": 2})
+        assert _heals(logs, "Agent-1") == [(1, "force_update"), (2, "clear_stuck_tasks")]
+        # A crash: no save(), no close() of the engine; the connection just goes away.
+        store.close()
+        del engine
+        return config, logs
+
+    def test_attempts_continue_at_three_after_a_crash(self, root: Path, clock: FakeClock) -> None:
+        """After a crash at attempt 2 the restarted engine's next action is attempt 3
+        (reset_status), not attempt 1, and stall_detected is not logged again."""
+        config, _ = self._crash_after_attempt_two(root, clock)
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, clock.now() + 30, logs,
+                   stop={"event": "heal_action", "agent": "Agent-1", "attempt": 3})
+        assert _heals(logs, "Agent-1") == [(3, "reset_status")]
+        assert not [e for e in logs if e["event"] == "stall_detected" and e["agent"] == "Agent-1"]
+        assert not [e for e in logs if e["event"] == "agent_recovered"]
+        store.close()
+
+    def test_counters_continue_with_one_incident_per_silence(
+        self, root: Path, clock: FakeClock
+    ) -> None:
+        """The history after the restart holds one incident per silent agent and every action
+        of both runs; attempts 1 and 2 were settled 'failed' when their successor came due."""
+        config, before = self._crash_after_attempt_two(root, clock)
+        with Store.open_readonly(config.state_path / "healer.db") as view:  # type: ignore[union-attr]
+            first = view.stats()
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, clock.now() + 30, logs,
+                   stop={"event": "heal_action", "agent": "Agent-1", "attempt": 3})
+        stats = store.stats()
+        heal_lines = [e for e in before + logs if e["event"] == "heal_action"]
+        assert stats["total_actions"] == len(heal_lines) > first["total_actions"]
+        assert stats["by_agent"]["Agent-1"]["total"] == 3
+        assert stats["by_agent"]["Agent-1"]["failed"] == 2
+        assert stats["incidents"]["open"] == 2
+        rows = store.open_incidents()
+        assert [r.agent for r in rows] == ["Agent-1", "Agent-2"]
+        assert rows[0].attempts == 3
+        (count,) = store._db.conn.execute(
+            "SELECT COUNT(*) FROM incidents WHERE agent = 'Agent-1'"
+        ).fetchone()
+        assert count == 1
+        store.close()
+
+    def test_activity_during_the_outage_closes_the_incident(
+        self, root: Path, clock: FakeClock
+    ) -> None:
+        """An agent that wrote its status.json while healer was down is recovered at start-up:
+        its incident closes as 'recovered' and the pending attempt 2 is settled 'success'."""
+        config, _ = self._crash_after_attempt_two(root, clock)
+        clock.advance(0.5)
+        status = root / "Agent-1" / "status.json"
+        status.write_text(json.dumps({"agent_id": "Agent-1", "status": "back"}))
+        os.utime(status, (clock.now(), clock.now()))
+        clock.advance(0.5)
+        with capture_logs() as logs:
+            engine, store = _engine(config, clock)
+            _drive(engine, clock, clock.now() + 1.0, logs)
+        recovered = [e for e in logs if e["event"] == "agent_recovered"]
+        assert [(e["agent"], e["attempts"]) for e in recovered] == [("Agent-1", 2)]
+        assert not _heals(logs, "Agent-1")
+        assert store.open_incident_for("Agent-1") is None
+        stats = store.stats()
+        assert stats["incidents"]["recovered"] == 1
+        assert stats["by_agent"]["Agent-1"] == {"total": 2, "successful": 1, "failed": 1}
+        outcomes = [(a["attempt"], a["outcome"]) for a in stats["recent_actions"]
+                    if a["agent"] == "Agent-1"]
+        assert sorted(outcomes) == [(1, "failed"), (2, "success")]
+        store.close()
+
+    def test_own_writes_are_not_activity_after_a_restart(
+        self, root: Path, clock: FakeClock
+    ) -> None:
+        """The restarted scan does not take healer's own status.json rewrites for the agent's:
+        Agent-2, healed but silent, is still silent and its incident is resumed."""
+        config, _ = self._crash_after_attempt_two(root, clock)
+        engine, store = _engine(config, clock)
+        assert engine.monitor.incident("Agent-2") is not None
+        assert engine.monitor.table.get("Agent-2") == pytest.approx(
+            store.open_incident_for("Agent-2").silence_started_at  # type: ignore[union-attr]
+        )
+        store.close()
+
+
+def teardown_module() -> None:
+    structlog.reset_defaults()
