@@ -25,7 +25,9 @@ class TestLoadConfig:
         assert config.ladder == ("force_update", "clear_stuck_tasks", "reset_status")
         assert config.auto_recovery and config.agent_rescue
 
-    def test_no_file_gives_the_built_in_defaults(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_no_file_gives_the_built_in_defaults(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.chdir(tmp_path)
         assert load_config(None, env={}) == Config()
 
@@ -80,7 +82,8 @@ healer:
             ("healer:\n  activity: {outbox: any}\n", "healer.activity.outbox"),
             ("healer:\n  alerts: {retries: 3}\n", "healer.alerts.retries"),
             ("healer:\n  alerts: {webhook_url: 'ftp://x'}\n", "healer.alerts.webhook_url"),
-            ("healer:\n  agents: {Agent-1: {heal_after: -3}}\n", "healer.agents.Agent-1.heal_after"),
+            ("healer:\n  agents: {Agent-1: {heal_after: -3}}\n",
+             "healer.agents.Agent-1.heal_after"),
             ("healer:\n  agents: {Agent-1: {nap: 3}}\n", "healer.agents.Agent-1.nap"),
             ("healer:\n  ladder: [force_update, reboot]\n", "healer.ladder"),
             ("healer:\n  max_status_bytes: 0\n", "healer.max_status_bytes"),
@@ -148,5 +151,5 @@ class TestParseDuration:
     @pytest.mark.parametrize("value", [-1, 0, "0s", "-5m", "5 minutes", "", None, [1], float("inf"),
                                        float("nan"), True])
     def test_rejected_forms(self, value: object) -> None:
-        with pytest.raises(ConfigError, match="^k: "):
+        with pytest.raises(ConfigError, match=r"^k: "):
             parse_duration(value, "k")

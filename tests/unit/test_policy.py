@@ -64,7 +64,7 @@ class TestDecide:
         assert timeline[360].next_at == T0 + 480
 
     def test_a_late_evaluation_runs_one_attempt_not_a_burst(self) -> None:
-        (_, first), (_, late) = walk(DEFAULT, [120, 5000])
+        _, (_, late) = walk(DEFAULT, [120, 5000])
         assert kinds(late) == ["SettleAttempt", "HealAttempt", "StallDetected", "RunRecovery"]
         assert late.incident is not None and late.incident.attempts == 2
         assert late.next_at == T0 + 5000 + 120
