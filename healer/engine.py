@@ -230,8 +230,10 @@ class Engine:
         elif isinstance(step, HealAttempt):
             ctx = Context(agent, now, step.attempt, now - last, last, incident.actions[:-1])
             outcome = apply_rung(self.writer, step.action, ctx)
-            self._record(incident, Pipeline.HEALING, outcome, step.attempt, now)
+            # History first, log second: a crash right after the log line must find the
+            # attempt on record, or a restart would redo it and detect the stall again.
             self._update_row(incident, attempts=step.attempt, last_attempt_at=now)
+            self._record(incident, Pipeline.HEALING, outcome, step.attempt, now)
         elif isinstance(step, RunRecovery):
             self._recover(agent, incident, now, last)
         elif isinstance(step, Escalate):
@@ -261,11 +263,11 @@ class Engine:
             marker_error = None
         except (ActionError, OSError) as exc:
             marker_error = str(exc)
+        self._update_row(incident, stage=Stage.ESCALATED.value, at=now)
         log.error("agent_escalated", agent=agent, attempts=step.attempts,
                   **({"error": marker_error} if marker_error else {}))
         self.counters["escalations"] += 1
         self._alert(agent, "escalated", attempts=step.attempts, actions=list(step.actions))
-        self._update_row(incident, stage=Stage.ESCALATED.value, at=now)
 
     def _recovered(self, agent: str, incident: Incident, when: float) -> None:
         silent_for = max(0.0, when - incident.silence_start)
@@ -333,6 +335,15 @@ class Engine:
         now: float,
     ) -> None:
         agent = incident.agent
+        row_id = self._current_id(incident)
+        if self.history is not None and row_id is not None:
+            action_id = self._store_call(
+                self.history.record_action, ts=now, agent=agent, incident_id=row_id,
+                pipeline=pipeline.value, action=outcome.action, attempt=attempt,
+                applied_ok=outcome.ok, error=outcome.error,
+            )
+            if action_id and pipeline is Pipeline.HEALING:
+                self._action_ids[(row_id, attempt)] = action_id
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
@@ -346,16 +357,6 @@ class Engine:
         self.actions.append(report)
         if self.on_action is not None:
             self.on_action(report)
-        row_id = self._current_id(incident)
-        if self.history is None or row_id is None:
-            return
-        action_id = self._store_call(
-            self.history.record_action, ts=now, agent=agent, incident_id=row_id,
-            pipeline=pipeline.value, action=outcome.action, attempt=attempt,
-            applied_ok=outcome.ok, error=outcome.error,
-        )
-        if action_id and pipeline is Pipeline.HEALING:
-            self._action_ids[(row_id, attempt)] = action_id
 
     def _settle(self, incident: Incident, attempt: int, outcome: str) -> None:
         row_id = self._current_id(incident)
