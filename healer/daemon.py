@@ -20,7 +20,7 @@ from healer.clock import Clock, SystemClock
 from healer.config import Config
 from healer.engine import Engine
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "prune_interval"]
 
 log = structlog.get_logger()
 
@@ -28,6 +28,13 @@ log = structlog.get_logger()
 # of writes can delay detection by one batch at the most, never starve it.
 BATCH = 50_000
 PRUNE_EVERY = 3600.0
+PRUNE_MIN = 1.0  # a prune of nothing costs a few queries; no need to run it every tick
+
+
+def prune_interval(retention: float) -> float:
+    """How often the history is pruned: hourly, or a tenth of a short retention, so rows
+    never outlive `healer.retention` by more than a tenth of it."""
+    return max(PRUNE_MIN, min(PRUNE_EVERY, retention / 10))
 
 
 class Daemon:
@@ -162,10 +169,14 @@ class Daemon:
             self.sweeps += 1
             added, removed = self.engine.reconcile()
             did |= bool(added or removed)
-        if self.store is not None and now - self._last_prune >= PRUNE_EVERY:
+        if self.store is not None and (
+            now - self._last_prune >= prune_interval(self.config.retention)
+        ):
             self._last_prune = now
             self.engine._store_call(self.store.prune, now - self.config.retention)
-        self._ping(now)
+        # Read the clock again: a step that healed (fsync) can take a while, and pacing
+        # the pings by its start would send two of them back to back after it.
+        self._ping(self.clock.now())
         return did
 
     def _apply_changes(self) -> bool:
