@@ -26,6 +26,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check healer tests scripts
 	$(BIN)/mypy
 
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -q
 
