@@ -183,7 +183,17 @@ def _salvage(agent: str, raw: bytes | None) -> Doc:
 
 
 class SafeWriter:
-    """Writes under `root` only, through directory fds opened with O_NOFOLLOW per component."""
+    """Writes under `root` only, through directory fds opened with O_NOFOLLOW per component.
+
+    Concurrency with the agent: status.json is swapped in with renameat2(RENAME_EXCHANGE)
+    only after checking it still holds the version read (inode, mtime, size and bytes); the
+    file swapped out is then checked again and, if the agent wrote in between, swapped
+    straight back and the update retried (WriteConflictError after `max_tries`). An agent
+    write is thus never lost, though for the microseconds of that second check a reader may
+    see healer's version built on the older one. Where RENAME_EXCHANGE is unsupported (some
+    network filesystems) a plain rename follows the check, and an agent write landing in that
+    one-syscall window would be lost.
+    """
 
     def __init__(
         self,
@@ -414,8 +424,10 @@ class SafeWriter:
                 os.rename(tmp, STATUS_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)
                 fsync_dir(dfd)
                 return True
-            # `tmp` now names the file we displaced; it must be the one we read.
-            if self._unchanged(dfd, tmp, snap):
+            # `tmp` now names the file we displaced; it must be the one we read. One stat,
+            # not a re-read: until this check passes, readers see our file, so keep it short.
+            displaced = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+            if identity_of(displaced) == snap.identity:
                 fsync_dir(dfd)
                 return True
             self._undo_exchange(dfd, path, tmp, st, alog)
