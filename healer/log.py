@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["ConsoleLine", "configure_logging", "get_logger"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -28,17 +28,13 @@ def configure_logging(
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=stream.isatty(),
-            pad_event_to=22,
-            exception_formatter=structlog.dev.plain_traceback,
-        )
+        renderer = ConsoleLine(colors=stream.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-            structlog.processors.format_exc_info if fmt == "json" else _passthrough,
+            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
@@ -49,8 +45,64 @@ def configure_logging(
     logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s: %(message)s")
 
 
-def _passthrough(_logger: Any, _name: str, event: Any) -> Any:
-    return event
+# Console lines stay within 80 columns: these fields are in every JSON line, but on the
+# console they repeat what the operator already knows (the thresholds, the alert target)
+# or are too long to read at a glance.
+_CONSOLE_QUIET = frozenset({"threshold", "details", "target", "path"})
+_CONSOLE_QUIET_IF_FALSE = frozenset({"polling", "dry_run"})
+_LEVEL_TAGS = {"debug": "DBG", "info": "INF", "warning": "WRN", "error": "ERR",
+               "critical": "CRT"}
+_LEVEL_COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "1;31",
+                 "critical": "1;31"}
+_MAX_PATH = 34
+_WIDTH = 80
+
+
+class ConsoleLine:
+    """Renders `HH:MM:SS LVL event agent key=value ...` (UTC) with the SPEC §8 names."""
+
+    def __init__(self, colors: bool = False) -> None:
+        self.colors = colors
+
+    def _paint(self, text: str, code: str | None) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colors and code else text
+
+    def __call__(self, _logger: Any, _name: str, event_dict: Any) -> str:
+        fields = dict(event_dict)
+        stamp = str(fields.pop("timestamp", ""))[11:19]
+        level = str(fields.pop("level", "info"))
+        event = str(fields.pop("event", ""))
+        agent = fields.pop("agent", None)
+        exception = fields.pop("exception", None)
+        color = _LEVEL_COLORS.get(level)
+        tag = self._paint(_LEVEL_TAGS.get(level, level[:3].upper()), color)
+        texts = [] if agent is None else [f"{agent!s:<8}"]
+        for key, value in fields.items():
+            if key in _CONSOLE_QUIET or (key in _CONSOLE_QUIET_IF_FALSE and value is False):
+                continue
+            texts.append(f"{key}={_short(value)}")
+        line = f"{stamp} {tag} " + self._paint(
+            f"{event:<15}" if texts else event, color if level != "info" else None)
+        width = len(stamp) + 5 + max(15, len(event))
+        indent = len(stamp) + 5 + 16
+        for text in texts:
+            if width + 1 + len(text) > _WIDTH and width > indent:
+                # Wrap at a field boundary, under the fields, rather than at column 80.
+                line += "\n" + " " * (indent - 1)
+                width = indent - 1
+            painted = self._paint(text, "31") if text == "ok=False" else text
+            line += " " + painted
+            width += 1 + len(text)
+        return f"{line}\n{exception}" if exception else line
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    text = value if isinstance(value, str) else repr(value)
+    if text.startswith("/") and " " not in text and len(text) > _MAX_PATH:
+        return "…" + text[-(_MAX_PATH - 1):]
+    return text
 
 
 def get_logger(**context: Any) -> Any:
