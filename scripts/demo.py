@@ -1,0 +1,218 @@
+"""`make run`: healer watching the workspace while a simulated swarm works in it, with
+short demo thresholds so detection, healing, recovery, reassignment and escalation all
+show within a minute. Ctrl-C stops both. See --help."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+__all__ = ["build_parser", "main"]
+
+REPO = Path(__file__).resolve().parents[1]
+SIMULATOR = REPO / "scripts" / "simulate_swarm.py"
+TRANSITIONS = ("stall_detected", "heal_action", "agent_recovered", "recovery_action",
+               "agent_escalated")
+# A child that got the terminal's Ctrl-C stops by itself; only one that did not (the
+# demo alone was signalled) needs telling, and SIGKILL is the last resort for a hang.
+_GRACE = 1.0
+_KILL_AFTER = 5.0
+_FIRST_WRITE_WAIT = 5.0
+
+_CAST = """\
+  The cast (scripts/simulate_swarm.py):
+    Agent-2  stalls; wakes up when healer's rescue message reaches its inbox
+    Agent-4  stalls for good: healed 3 times, tasks reassigned, escalated
+    Agent-5  stalls and comes back on its own
+    Agent-6  takes a long job under a busy_until lease; healer leaves it be
+    others   stay healthy"""
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")
+
+
+def _agents(root: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("Agent-"))
+    except OSError:
+        return []
+
+
+def _production_thresholds(config: Path) -> tuple[float, float]:
+    # What the config file says; the demo's flags override it only for this run.
+    try:
+        from healer.config import load_config
+
+        loaded = load_config(config, env={})
+        return loaded.heal_after, loaded.recover_after
+    except Exception:  # the banner must not stop the demo; healer reports a bad config
+        return 120.0, 300.0
+
+
+def _healer_cmd(args: argparse.Namespace) -> str:
+    default = args.workspaces.resolve() == (REPO / "agent_workspaces").resolve()
+    return ".venv/bin/healer" + ("" if default else f" --workspaces {args.workspaces}")
+
+
+def _banner(args: argparse.Namespace, reused: bool) -> str:
+    heal, recover = _production_thresholds(args.config)
+    how = "existing, reused" if reused else "seeded just now"
+    return "\n".join([
+        f"healer demo: a simulated swarm in {args.workspaces}/ ({how})",
+        "",
+        f"  DEMO THRESHOLDS: heal after {args.heal_after:g} s, recover after "
+        f"{args.recover_after:g} s, tick {args.tick:g} s",
+        f"  (production defaults: {heal:g} s / {recover:g} s, from {args.config})",
+        "",
+        _CAST,
+        "",
+        "  Watch for: stall_detected, heal_action, agent_recovered,",
+        "             recovery_action (reassign_tasks), agent_escalated",
+        f"  Second terminal: {_healer_cmd(args)} status --watch",
+        "  Ctrl-C stops both.",
+        "",
+    ])
+
+
+def _echo_swarm(stream: IO[str], out: IO[str], colors: bool) -> None:
+    """Re-print the simulator's log lines, tagged, so cause and effect read in one column."""
+    for raw in stream:
+        # The simulator prefixes its local asctime; the console speaks UTC.
+        parts = raw.rstrip("\n").split(" ", 2)
+        message = parts[2] if len(parts) == 3 and parts[0][:2].isdigit() else raw.rstrip("\n")
+        line = f"{_stamp()} SIM {message}"
+        out.write(f"\x1b[2m{line}\x1b[0m\n" if colors else line + "\n")
+        out.flush()
+
+
+def _wait_first_writes(root: Path, since: float, sim: subprocess.Popen[str],
+                       stop: threading.Event) -> None:
+    """Start healer only once every agent has written, so a stale seed is not a stall."""
+    deadline = time.monotonic() + _FIRST_WRITE_WAIT
+    while time.monotonic() < deadline and sim.poll() is None and not stop.is_set():
+        agents = _agents(root)
+        try:
+            if agents and all((root / a / "status.json").stat().st_mtime >= since
+                              for a in agents):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
+def _stop(children: list[subprocess.Popen[str]], signalled: bool) -> None:
+    alive = [c for c in children if c.poll() is None]
+    if signalled:
+        deadline = time.monotonic() + _GRACE
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = [c for c in alive if c.poll() is None]
+    for child in alive:
+        child.send_signal(signal.SIGTERM)
+    for child in alive:
+        try:
+            child.wait(timeout=_KILL_AFTER)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="demo.py", description="Run healer beside a simulated swarm with demo thresholds.")
+    parser.add_argument("--workspaces", type=Path, default=Path("agent_workspaces"),
+                        help="workspace root; seeded if it holds no agents (agent_workspaces)")
+    parser.add_argument("--config", type=Path, default=Path("config/orchestration.yml"),
+                        help="healer's config file (config/orchestration.yml)")
+    parser.add_argument("--heal-after", type=float, default=5.0, help="demo heal_after (5 s)")
+    parser.add_argument("--recover-after", type=float, default=15.0,
+                        help="demo recover_after (15 s)")
+    parser.add_argument("--tick", type=float, default=0.25, help="demo tick (0.25 s)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="simulator time scale; its durations are divided by it (1.0)")
+    parser.add_argument("--agents", type=int, default=6, help="simulated agents (6)")
+    parser.add_argument("--log-format", choices=("console", "json"), default="console")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop after this many seconds (default: until Ctrl-C)")
+    parser.add_argument("--no-banner", action="store_true", help="skip the banner")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root: Path = args.workspaces
+    python = sys.executable
+    reused = bool(_agents(root))
+    if not reused:
+        seed = [python, str(SIMULATOR), "--workspaces", str(root), "--once",
+                "--agents", str(args.agents)]
+        if subprocess.run(seed, check=False).returncode != 0:
+            return 2
+    if not args.no_banner:
+        print(_banner(args, reused), flush=True)
+
+    stop = threading.Event()
+    signalled: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signalled.append(signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+
+    colors = args.log_format == "console" and sys.stderr.isatty()
+    since = math.floor(time.time())
+    sim = subprocess.Popen(
+        [python, str(SIMULATOR), "--workspaces", str(root), "--agents", str(args.agents),
+         "--speed", str(args.speed)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, bufsize=1)
+    assert sim.stderr is not None
+    echo = threading.Thread(target=_echo_swarm, args=(sim.stderr, sys.stderr, colors),
+                            daemon=True)
+    echo.start()
+    children = [sim]
+    code = 0
+    try:
+        _wait_first_writes(root, since, sim, stop)
+        if not stop.is_set() and sim.poll() is None:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            healer = subprocess.Popen(
+                [python, "-m", "healer", "--config", str(args.config),
+                 "--workspaces", str(root), "--log-format", args.log_format, "watch",
+                 "--heal-after", str(args.heal_after), "--recover-after",
+                 str(args.recover_after), "--tick", str(args.tick)],
+                stdin=subprocess.DEVNULL, env=env, text=True)
+            children.insert(0, healer)
+        deadline = math.inf if args.duration is None else time.monotonic() + args.duration
+        while not stop.wait(0.1):
+            exited = [c for c in children if c.poll() is not None]
+            if exited:
+                code = exited[0].returncode or 0
+                break
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        _stop(children, bool(signalled))
+        echo.join(timeout=1.0)
+    if not args.no_banner:
+        print(f"\ndemo stopped; {root}/ is kept and make run reuses it.\n"
+              f"History: {_healer_cmd(args)} stats", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""`make run`'s demo, headless and sped up: the swarm and healer as real processes, the
+five transitions read from healer's JSON log, and a Ctrl-C to the process group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healer.log import ConsoleLine
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "scripts" / "demo.py"
+CONFIG = REPO / "config" / "orchestration.yml"
+# The demo's cast at 8x speed against thresholds scaled to match: everything happens in
+# about five seconds; the deadline leaves room for a loaded two-core machine.
+FAST = ["--heal-after", "0.8", "--recover-after", "2.4", "--tick", "0.05", "--speed", "8"]
+DEADLINE = 40.0
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class DemoRun:
+    proc: subprocess.Popen[str]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+    stdout: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [e for e in self.events if e.get("event") == name]
+
+
+def _start(root: Path, *extra: str) -> DemoRun:
+    proc = subprocess.Popen(
+        [sys.executable, str(DEMO), "--workspaces", str(root), "--config", str(CONFIG),
+         "--log-format", "json", *FAST, *extra],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+    run = DemoRun(proc)
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            with run.lock:
+                if isinstance(event, dict):
+                    run.events.append(event)
+                else:
+                    run.other.append(line.rstrip("\n"))
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        run.stdout.extend(proc.stdout)
+
+    run.readers = [threading.Thread(target=f, daemon=True) for f in (read, read_stdout)]
+    for reader in run.readers:
+        reader.start()
+    return run
+
+
+def _seen_all(run: DemoRun) -> bool:
+    return all(run.named(name) for name in ("stall_detected", "heal_action", "agent_recovered",
+                                            "agent_escalated")) and any(
+        e.get("action") == "reassign_tasks" and e.get("ok") for e in run.named("recovery_action"))
+
+
+def _interrupt(run: DemoRun) -> int:
+    """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
+    os.killpg(run.proc.pid, signal.SIGINT)
+    try:
+        code = run.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        run.proc.wait()
+        raise
+    for reader in run.readers:
+        reader.join(timeout=5)
+    return code
+
+
+def _wait(run: DemoRun, done: Any) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not done(run) and time.monotonic() < deadline and run.proc.poll() is None:
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoRun, int, Path]:
+    root = tmp_path_factory.mktemp("demo") / "agent_workspaces"
+    run = _start(root)
+    try:
+        _wait(run, _seen_all)
+    finally:
+        code = _interrupt(run)
+    return run, code, root
+
+
+class TestDemo:
+    def test_shows_each_of_the_five_transitions(
+        self, first_run: tuple[DemoRun, int, Path]
+    ) -> None:
+        """Detection, a heal, a recovery, a task reassignment and an escalation all happen."""
+        run, _code, _root = first_run
+        assert run.named("stall_detected"), run.other
+        assert any(e["ok"] for e in run.named("heal_action"))
+        assert run.named("agent_recovered")
+        assert [e for e in run.named("recovery_action")
+                if e["action"] == "reassign_tasks" and e["ok"] is True]
+        assert run.named("agent_escalated")
+
+    def test_the_cast_plays_its_roles(self, first_run: tuple[DemoRun, int, Path]) -> None:
+        """Agent-4 (never recovers) escalates; Agent-2 and Agent-5 come back."""
+        run, _code, _root = first_run
+        assert {e["agent"] for e in run.named("agent_escalated")} == {"Agent-4"}
+        assert {"Agent-2", "Agent-5"} <= {e["agent"] for e in run.named("agent_recovered")}
+
+    def test_ctrl_c_stops_both_cleanly(self, first_run: tuple[DemoRun, int, Path]) -> None:
+        """SIGINT to the group: exit 0, healer logs watch_stopped, no traceback anywhere."""
+        run, code, _root = first_run
+        assert code == 0
+        assert [e["reason"] for e in run.named("watch_stopped")] == ["SIGINT"]
+        assert not [line for line in run.other if "Traceback" in line]
+        with pytest.raises(ProcessLookupError):
+            os.killpg(run.proc.pid, 0)
+
+    def test_json_keeps_every_field_and_console_fits_80_columns(
+        self, first_run: tuple[DemoRun, int, Path]
+    ) -> None:
+        """The JSON lines carry the SPEC §8 fields; their console rendering stays narrow."""
+        run, _code, _root = first_run
+        stall = run.named("stall_detected")[0]
+        assert {"agent", "pipeline", "silent_for", "threshold", "timestamp", "level"} <= set(stall)
+        render = ConsoleLine(colors=False)
+        for name in ("stall_detected", "heal_action", "agent_recovered", "recovery_action",
+                     "agent_escalated", "watch_started", "watch_stopped"):
+            for event in run.named(name):
+                text = render(None, event["level"], dict(event))
+                assert text.split()[2] == name
+                assert max(len(line) for line in text.splitlines()) <= 80, text
+
+    def test_a_second_run_reuses_the_workspace(
+        self, first_run: tuple[DemoRun, int, Path]
+    ) -> None:
+        """make run on an existing workspace keeps its files and history and starts again."""
+        _run, _code, root = first_run
+        backups = sorted(root.glob("Agent-*/status.json.bak.*"))
+        assert backups
+        again = _start(root)
+        try:
+            _wait(again, lambda r: bool(r.named("watch_started")))
+        finally:
+            code = _interrupt(again)
+        assert code == 0
+        assert "existing, reused" in "".join(again.stdout)
+        assert again.named("watch_started")[0]["agents"] == 6
+        assert set(backups) <= set(root.glob("Agent-*/status.json.bak.*"))
+        assert (root / ".healer" / "healer.db").is_file()
