@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 WORKSPACES ?= agent_workspaces
 CONFIG ?= config/orchestration.yml
 
-.PHONY: install run test lint bench soak clean
+.PHONY: install run install-service test lint bench soak clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The demo: healer watching $(WORKSPACES) beside a simulated swarm, demo thresholds.
 run: $(STAMP)
-	$(BIN)/healer --config $(CONFIG) --workspaces $(WORKSPACES) check --verbose
+	$(BIN)/python scripts/demo.py --config $(CONFIG) --workspaces $(WORKSPACES)
+
+# Needs root (or DESTDIR=/stage, or INSTALL_FLAGS=--dry-run); see README "Running as a service".
+install-service:
+	scripts/install-service.sh $(INSTALL_FLAGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not soak" -q
