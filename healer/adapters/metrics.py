@@ -7,6 +7,8 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from healer.core.model import Stage
 from healer.errors import ConfigError
 
@@ -14,7 +16,9 @@ if TYPE_CHECKING:
     from healer.adapters.watcher import Change
     from healer.daemon import Daemon
 
-__all__ = ["Metrics", "serve_metrics"]
+__all__ = ["Metrics", "parse_addr", "serve_metrics"]
+
+log = structlog.get_logger()
 
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
@@ -97,9 +101,18 @@ class _Collector:
         yield alerts
 
 
-def _split(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
+def parse_addr(addr: str) -> tuple[str, int]:
+    """HOST:PORT to (host, port). No host means loopback: exposing the swarm's agent names
+    on every interface must be asked for (`0.0.0.0:9464`), never a default."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"healer.metrics_addr: expected HOST:PORT, got {addr!r}")
     host = host.strip("[]") or "127.0.0.1"
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"healer.metrics_addr: {host!r} is not an IP address") from None
     return host, int(port)
 
 
@@ -111,16 +124,15 @@ def serve_metrics(addr: str, daemon: Daemon) -> Metrics:
         raise ConfigError(
             "healer.metrics_addr: metrics need prometheus-client (pip install 'healer[metrics]')"
         ) from None
-    host, port = _split(addr)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise ConfigError(f"healer.metrics_addr: {host!r} is not an IP address") from None
+    host, port = parse_addr(addr)
     registry = CollectorRegistry()
     registry.register(_Collector(daemon))
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError(f"healer.metrics_addr: cannot listen on {addr}: {exc}") from None
-    return Metrics(daemon, registry, server, thread)
+    metrics = Metrics(daemon, registry, server, thread)
+    # With port 0 the kernel picks the port: the log is the only place it can be learnt.
+    bound = f"[{host}]:{metrics.port}" if ":" in host else f"{host}:{metrics.port}"
+    log.info("metrics_started", addr=bound, host=host, port=metrics.port)
+    return metrics
