@@ -186,6 +186,8 @@ def status(settings: _Settings, as_json: bool, live: bool, interval: float) -> N
         store = _open_history(config, write=False)
         try:
             return agent_status(config, store)
+        except StoreError as exc:
+            _fail(str(exc), EXIT_FAILURE)
         finally:
             if store is not None:
                 store.close()
@@ -236,6 +238,8 @@ def _agent_folder(config: Config, agent: str) -> Path:
         st = os.lstat(path)
     except OSError:
         raise UsageError(f"resolve: no agent folder {agent!r} under {config.workspaces}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UsageError(f"resolve: {agent!r} is a symlink, not an agent folder")
     if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"resolve: {path} is not a directory")
     return path

@@ -15,7 +15,7 @@ from healer.adapters.store import Store
 from healer.adapters.writer import SelfWriteLedger
 from healer.config import Config
 
-__all__ = ["age", "agent_status", "live_status", "render_stats", "render_status"]
+__all__ = ["age", "agent_status", "fit", "live_status", "render_stats", "render_status"]
 
 STAGE_COLORS = {
     "active": "green", "busy": "blue", "healing": "yellow", "recovering": "magenta",
@@ -80,6 +80,14 @@ def age(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def fit(text: str, width: int) -> str:
+    """`text` cut to `width` in the middle: agent names differ at their ends (Agent-12)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}~{text[len(text) - (width - 1 - head):]}"
+
+
 def render_status(data: dict[str, Any], *, color: bool = False) -> str:
     """A table that fits 80 columns."""
     lines = [f"{'AGENT':<20} {'STAGE':<11} {'SILENT':>8} {'ATTEMPTS':>8}  LAST ACTIVITY (UTC)"]
@@ -89,7 +97,7 @@ def render_status(data: dict[str, Any], *, color: bool = False) -> str:
             stage = click.style(stage, fg=STAGE_COLORS.get(row["stage"]))
         last = (row["last_activity"] or "-")[:19].replace("T", " ")
         lines.append(
-            f"{row['agent'][:20]:<20} {stage} {age(row['silent_for']):>8} "
+            f"{fit(row['agent'], 20):<20} {stage} {age(row['silent_for']):>8} "
             f"{row['attempts']:>8}  {last}"
         )
     counts: dict[str, int] = {}
@@ -106,26 +114,31 @@ def render_stats(data: dict[str, Any]) -> str:
     def secs(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}s"
 
+    pending = data.get("pending", data["total_actions"] - data["successful"] - data["failed"])
     lines = [
-        f"healing actions   {data['total_actions']:>6}   successful {data['successful']:>5}   "
-        f"failed {data['failed']:>5}   success rate {data['success_rate']:.1f}%",
+        f"healing actions   {data['total_actions']:>6}   successful {data['successful']}   "
+        f"failed {data['failed']}   pending {pending}",
+        f"success rate      {data['success_rate']:>6.1f}%  (settled actions only)",
         f"recovery actions  {data['recovery_actions']:>6}",
         f"incidents         open {inc.get('open', 0)}   recovered {inc.get('recovered', 0)}   "
-        f"escalated {inc.get('escalated', 0)}",
+        f"resolved {inc.get('resolved', 0)}   escalated {inc.get('escalated', 0)}",
         f"MTTD {secs(data.get('mttd_seconds'))}   MTTR {secs(data.get('mttr_seconds'))}",
     ]
     if data.get("by_agent"):
         lines.append("")
         lines.append(f"{'AGENT':<20} {'TOTAL':>6} {'OK':>6} {'FAILED':>6}")
         for agent, row in sorted(data["by_agent"].items()):
-            lines.append(f"{agent[:20]:<20} {row['total']:>6} {row['successful']:>6} "
+            lines.append(f"{fit(agent, 20):<20} {row['total']:>6} {row['successful']:>6} "
                          f"{row['failed']:>6}")
     if data.get("recent_actions"):
         lines.append("")
-        lines.append("recent actions")
+        lines.append("recent actions (UTC)")
         for row in data["recent_actions"][:10]:
-            lines.append(f"  {row['timestamp'][:19]}  {row['agent'][:16]:<16} "
-                         f"{row['action']:<18} {row.get('attempt', '')!s:>2}  {row['outcome']}")
+            # Recovery actions have no attempt number and no success criterion.
+            attempt = row.get("attempt") or "-"
+            outcome = row.get("outcome") or "-"
+            lines.append(f"  {row['timestamp'][:19].replace('T', ' ')}  {fit(row['agent'], 16):<16}"
+                         f" {row['action']:<18} {attempt!s:>2}  {outcome}")
     return "\n".join(lines)
 
 

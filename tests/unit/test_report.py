@@ -1,0 +1,156 @@
+"""The operator's tables: `status` fits 80 columns whatever the names, `stats` reads well
+empty and full, and `agent_status` takes its stages from the history and the files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from healer.adapters.store import Store
+from healer.config import Config
+from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
+from healer.report import age, agent_status, fit, render_stats, render_status
+from tests.conftest import make_agent
+
+NOW = 1_700_000_000.0
+
+
+def _row(agent: str, stage: str = "active", silent: float | None = 5.0,
+         attempts: int = 0) -> dict[str, Any]:
+    return {"agent": agent, "last_activity": "2023-11-14T22:13:15.000Z", "silent_for": silent,
+            "stage": stage, "attempts": attempts, "busy_until": None}
+
+
+class TestFit:
+    def test_short_text_is_kept(self) -> None:
+        """A name that fits is returned as it is."""
+        assert fit("Agent-1", 20) == "Agent-1"
+
+    def test_long_text_keeps_both_ends(self) -> None:
+        """A long name is cut in the middle to exactly the width, so names that differ only
+        at the end (a number) stay apart."""
+        a = fit("Agent-with-a-very-long-descriptive-name-11", 20)
+        b = fit("Agent-with-a-very-long-descriptive-name-12", 20)
+        assert len(a) == len(b) == 20
+        assert a != b and a.startswith("Agent-") and a.endswith("-11")
+
+
+class TestRenderStatus:
+    def test_fits_eighty_columns_with_long_names(self) -> None:
+        """Every line fits 80 columns even with 60-character agent names, huge silences and
+        attempt counts, and the names stay distinguishable."""
+        rows = [_row("Agent-" + "x" * 54 + f"-{n}", stage, 10.0 ** (n + 2), 10 ** n)
+                for n, stage in enumerate(("active", "healing", "recovering", "escalated", "busy"))]
+        rows.append(_row("Agent-2", silent=None))
+        text = render_status({"agents": rows})
+        lines = text.splitlines()
+        assert max(len(line) for line in lines) <= 80
+        assert len(lines) == 1 + len(rows) + 1
+        names = [line.split()[0] for line in lines[1:-1]]
+        assert len(set(names)) == len(names)
+        assert lines[-1] == ("6 agents: 2 active, 1 busy, 1 escalated, 1 healing, "
+                             "1 recovering")
+
+    def test_color_wraps_only_the_stage(self) -> None:
+        """With color, the stage is styled and the rest of the line stays as without."""
+        plain = render_status({"agents": [_row("Agent-1", "escalated", 3.0, 3)]})
+        colored = render_status({"agents": [_row("Agent-1", "escalated", 3.0, 3)]}, color=True)
+        assert colored != plain
+        assert click.unstyle(colored) == plain
+
+    def test_no_agents(self) -> None:
+        """An empty workspace still prints the header and says there is no agent."""
+        assert render_status({"agents": []}).splitlines()[-1] == "0 agents: no agents"
+
+
+class TestAge:
+    def test_units(self) -> None:
+        """Ages read in the largest sensible unit; None is a dash."""
+        assert [age(x) for x in (None, -1, 5.9, 125, 7300, 200000)] == [
+            "-", "0s", "5s", "2m05s", "2h01m", "2d07h"]
+
+
+class TestRenderStats:
+    def test_empty_history(self) -> None:
+        """The empty history renders zeros and dashes, no agent table, no recent actions."""
+        text = render_stats(summarize())
+        assert "healing actions        0" in text
+        assert "success rate         0.0%" in text
+        assert "MTTD -   MTTR -" in text
+        assert "AGENT" not in text and "recent actions" not in text
+        assert max(len(line) for line in text.splitlines()) <= 80
+
+    def test_full_history(self) -> None:
+        """A full summary shows every total, pending and resolved too, a per-agent table, and
+        recent actions where recovery actions show dashes for attempt and outcome."""
+        data = summarize(
+            by_agent={"Agent-1": Tally(3, 1, 1), "Agent-" + "y" * 40: Tally(2, 0, 2)},
+            recovery_actions=4,
+            incidents=IncidentCounts(open=1, recovered=2, resolved=1, escalated=1),
+            mttd_seconds=121.04, mttr_seconds=33.0,
+            recent=[RecentAction(NOW, "Agent-1", "recovery", "rescue_message", 0, None),
+                    RecentAction(NOW - 1, "Agent-1", "healing", "force_update", 1, "success")],
+        )
+        text = render_stats(data)
+        lines = text.splitlines()
+        assert max(len(line) for line in lines) <= 80
+        assert lines[0].split() == ["healing", "actions", "5", "successful", "1", "failed", "3",
+                                    "pending", "1"]
+        assert "success rate        25.0%" in text
+        assert "recovery actions       4" in text
+        assert "open 1   recovered 2   resolved 1   escalated 1" in text
+        assert "MTTD 121.0s   MTTR 33.0s" in text
+        agent_rows = [line.split() for line in lines if line.startswith("Agent-")]
+        assert ["Agent-1", "3", "1", "1"] in agent_rows
+        assert len(agent_rows) == 2
+        recent = [line.split() for line in lines if line.startswith("  2023")]
+        assert recent == [
+            ["2023-11-14", "22:13:20", "Agent-1", "rescue_message", "-", "-"],
+            ["2023-11-14", "22:13:19", "Agent-1", "force_update", "1", "success"],
+        ]
+
+
+class TestAgentStatus:
+    def _config(self, tmp_path: Path) -> Config:
+        return Config(workspaces=tmp_path / "ws", heal_after=2.0, recover_after=5.0, tick=0.1)
+
+    def test_stages_from_history_and_files(self, tmp_path: Path) -> None:
+        """The stage is the open incident's, else busy while a lease holds, else active; the
+        silence counts from the newest genuine mtime; healer's own write does not count."""
+        config = self._config(tmp_path)
+        root = config.workspaces
+        for name in ("Agent-1", "Agent-2", "Agent-3"):
+            folder = make_agent(root, name)
+            for path in (folder / "status.json", folder / "devlogs", folder / "inbox"):
+                os.utime(path, (NOW - 100, NOW - 100))
+        status = root / "Agent-3" / "status.json"
+        status.write_text(json.dumps({"busy_until": "2023-11-14T22:30:00Z"}))
+        os.utime(status, (NOW - 10, NOW - 10))
+        with Store.open(config.state_path / "healer.db") as store:
+            incident = store.open_incident("Agent-1", opened_at=NOW - 90,
+                                           silence_started_at=NOW - 100, stage="escalated")
+            store.update_incident(incident, attempts=3)
+            own = root / "Agent-1" / "status.json"
+            own.write_text("{}")
+            st = own.stat()
+            store.note_self_write(str(own), st.st_ino, st.st_mtime_ns, st.st_size, NOW)
+            rows = {r["agent"]: r for r in agent_status(config, store, now=NOW)["agents"]}
+        assert {a: (r["stage"], r["attempts"]) for a, r in rows.items()} == {
+            "Agent-1": ("escalated", 3), "Agent-2": ("active", 0), "Agent-3": ("busy", 0)}
+        assert rows["Agent-1"]["silent_for"] == 100.0
+        assert rows["Agent-1"]["last_activity"] == "2023-11-14T22:11:40Z"
+        assert rows["Agent-3"]["busy_until"] == "2023-11-14T22:30:00Z"
+        assert rows["Agent-2"]["busy_until"] is None
+
+    def test_without_history(self, tmp_path: Path) -> None:
+        """No history: every agent is listed from its files alone."""
+        config = self._config(tmp_path)
+        make_agent(config.workspaces, "Agent-1")
+        (config.workspaces / "not-an-agent").mkdir()
+        data = agent_status(config, None)
+        assert [r["agent"] for r in data["agents"]] == ["Agent-1"]
+        assert data["agents"][0]["stage"] == "active"
