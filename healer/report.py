@@ -49,6 +49,10 @@ def agent_status(config: Config, store: Store | None, now: float | None = None) 
         times = [t for t in (found.last_activity, stored.get(agent)) if t is not None]
         last = min(max(times), now) if times else None
         row = incidents.get(agent)
+        if row is not None and last is not None and last > row.silence_started_at:
+            # The agent wrote after its silence began: the incident is over, only not yet
+            # closed (healer is down, or about to see the event). Report what the files say.
+            row = None
         lease = scanner.lease(agent, config.max_busy_lease, last) if last is not None else None
         if row is not None:
             stage = row.stage

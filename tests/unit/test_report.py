@@ -154,3 +154,20 @@ class TestAgentStatus:
         data = agent_status(config, None)
         assert [r["agent"] for r in data["agents"]] == ["Agent-1"]
         assert data["agents"][0]["stage"] == "active"
+
+    def test_activity_after_the_silence_ends_a_stale_incident(self, tmp_path: Path) -> None:
+        """An open incident in the history whose agent wrote since its silence began (healer
+        was down) is reported as the files say: active, no attempts."""
+        config = self._config(tmp_path)
+        folder = make_agent(config.workspaces, "Agent-1")
+        for path in (folder / "status.json", folder / "devlogs", folder / "inbox"):
+            os.utime(path, (NOW - 100, NOW - 100))
+        with Store.open(config.state_path / "healer.db") as store:
+            incident = store.open_incident("Agent-1", opened_at=NOW - 90,
+                                           silence_started_at=NOW - 100)
+            store.update_incident(incident, attempts=2)
+            stale = agent_status(config, store, now=NOW)["agents"][0]
+            os.utime(folder / "devlogs", (NOW - 5, NOW - 5))
+            fresh = agent_status(config, store, now=NOW)["agents"][0]
+        assert (stale["stage"], stale["attempts"]) == ("healing", 2)
+        assert (fresh["stage"], fresh["attempts"], fresh["silent_for"]) == ("active", 0, 5.0)
