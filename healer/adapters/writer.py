@@ -5,14 +5,11 @@ symlink, never over an agent's newer write. Also the ledger of healer's own writ
 from __future__ import annotations
 
 import copy
-import errno
-import json
 import os
-import re
 import stat
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,11 +25,11 @@ from healer.adapters.fsops import (
     identity_of,
     open_dirs,
     oserrors,
-    read_all,
     split_relpath,
     unlink_quiet,
     write_temp,
 )
+from healer.adapters.statusfile import StatusRead, encode, read_snapshot, salvage, still_same
 from healer.clock import Clock, SystemClock
 from healer.core.model import ESCALATION_MARKER, STATUS_FILE, is_own_temp_name
 from healer.errors import ActionError, UnsafePathError, WriteConflictError
@@ -49,10 +46,6 @@ __all__ = [
 log = structlog.get_logger()
 
 Doc = dict[str, Any]
-
-# O_NONBLOCK: a FIFO planted as status.json must not hang the daemon on open().
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_SALVAGED = ("agent_name", "current_mission")
 
 
 class SelfWriteLedger:
@@ -113,28 +106,6 @@ class SelfWriteLedger:
 
 
 @dataclass(frozen=True)
-class StatusRead:
-    """One read of status.json. `kind`: ok, missing, too_large, invalid, not_regular, io."""
-
-    agent: str
-    path: Path
-    kind: str
-    doc: Doc | None = None
-    error: str | None = None
-    raw: bytes | None = None
-    identity: Identity | None = None
-    stat: os.stat_result | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.doc is not None
-
-    @property
-    def exists(self) -> bool:
-        return self.identity is not None
-
-
-@dataclass(frozen=True)
 class WriteResult:
     """What update_status wrote (or, in dry-run, would have written)."""
 
@@ -144,42 +115,6 @@ class WriteResult:
     backup: Path | None = None
     dry_run: bool = False
     replaced: Identity | None = None
-
-
-def _encode(doc: Doc) -> bytes:
-    try:
-        text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
-    except (TypeError, ValueError) as exc:
-        raise ActionError(f"status transform produced unserialisable data: {exc}") from exc
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Lone surrogates survive json.loads; only \u escapes can write them back.
-        return (json.dumps(doc, ensure_ascii=True, indent=2) + "\n").encode("ascii")
-
-
-def _parse(data: bytes) -> tuple[Doc | None, str | None]:
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        return None, f"not UTF-8: {exc}"
-    except (ValueError, RecursionError) as exc:
-        return None, f"invalid JSON: {exc}"
-    if not isinstance(doc, dict):
-        return None, f"not a JSON object but {type(doc).__name__}"
-    return doc, None
-
-
-def _salvage(agent: str, raw: bytes | None) -> Doc:
-    """What a broken status.json still tells reliably: the folder's name, a few strings."""
-    doc: Doc = {"agent_id": agent}
-    text = (raw or b"").decode("utf-8", errors="replace")
-    for key in _SALVAGED:
-        m = re.search(rf'"{re.escape(key)}"\s*:\s*("(?:[^"\\\n]|\\.)*")', text)
-        if m:
-            with suppress(ValueError):
-                doc[key] = json.loads(m.group(1))
-    return doc
 
 
 class SafeWriter:
@@ -234,11 +169,11 @@ class SafeWriter:
                     raise ActionError(f"not updating {path}: {snap.error}")
                 if snap.kind == "invalid":
                     alog.warning("status_unparseable", path=str(path), error=snap.error)
-                base = snap.doc if snap.doc is not None else _salvage(agent, snap.raw)
+                base = snap.doc if snap.doc is not None else salvage(agent, snap.raw)
                 new = transform(copy.deepcopy(base))
                 if not isinstance(new, dict):
                     raise ActionError(f"status transform returned {type(new).__name__}")
-                data = _encode(new)
+                data = encode(new)
                 if self.dry_run:
                     return WriteResult(path, new, attempt, dry_run=True)
                 bak = None
@@ -348,64 +283,9 @@ class SafeWriter:
         except ActionError:
             return set()
 
-    # -- reading ------------------------------------------------------------------------
-
     def _snapshot(self, dfd: int, agent: str) -> StatusRead:
         path = self.root / agent / STATUS_FILE
-
-        def result(kind: str, error: str | None = None, **kw: Any) -> StatusRead:
-            return StatusRead(agent, path, kind, error=error, **kw)
-
-        for _ in range(3):
-            try:
-                fd = os.open(STATUS_FILE, _READ_FLAGS, dir_fd=dfd)
-            except FileNotFoundError:
-                return result("missing", "no status.json")
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise UnsafePathError(f"{path} is a symlink; refusing it") from exc
-                return result("io", exc.strerror)
-            try:
-                st = os.fstat(fd)
-                ident = identity_of(st)
-                if not stat.S_ISREG(st.st_mode):
-                    return result("not_regular", "not a regular file", identity=ident, stat=st)
-                if st.st_size > self.max_status_bytes:
-                    return result(
-                        "too_large",
-                        f"{st.st_size} bytes > max_status_bytes",
-                        identity=ident,
-                        stat=st,
-                    )
-                data = read_all(fd, self.max_status_bytes)
-                unchanged = identity_of(os.fstat(fd)) == ident
-            except OSError as exc:
-                return result("io", exc.strerror)
-            finally:
-                os.close(fd)
-            if unchanged:
-                break  # else an in-place writer was mid-write: read again
-        if len(data) > self.max_status_bytes:
-            return result("too_large", "grew past max_status_bytes", identity=ident, stat=st)
-        doc, error = _parse(data)
-        kind = "ok" if doc is not None else "invalid"
-        return result(kind, error, doc=doc, raw=data, identity=ident, stat=st)
-
-    def _unchanged(self, dfd: int, name: str, snap: StatusRead) -> bool:
-        """Whether `name` still holds exactly the version `snap` read (same inode and bytes)."""
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
-        except OSError:
-            return False
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or identity_of(st) != snap.identity:
-                return False
-            # Same inode, mtime and size can still hide an in-place rewrite within one
-            # timestamp tick; the bytes cannot.
-            return read_all(fd, self.max_status_bytes) == snap.raw
-        finally:
-            os.close(fd)
+        return read_snapshot(dfd, agent, path, self.max_status_bytes)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -413,31 +293,37 @@ class SafeWriter:
         """Put `data` at status.json unless the agent's file changed since `snap`."""
         tmp, st = self._temp(dfd, STATUS_FILE, data, snap.stat)
         prev = self.ledger.get(path)
+        # Noted before the check, not between check and swap: on_note may persist (slow),
+        # and the watcher must already know the new name when the swap lands.
+        self.ledger.note(path, st)
+        swapped = False
         try:
-            if not self._unchanged(dfd, STATUS_FILE, snap):
-                return False
-            # Noted before the swap so the watcher, seeing the new name, already knows it.
-            self.ledger.note(path, st)
-            if not exchange(dfd, tmp, STATUS_FILE):
-                # No RENAME_EXCHANGE here: an agent write landing between the check above
-                # and this rename is lost. The window is a few syscalls wide.
-                os.rename(tmp, STATUS_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)
-                fsync_dir(dfd)
-                return True
-            # `tmp` now names the file we displaced; it must be the one we read. One stat,
-            # not a re-read: until this check passes, readers see our file, so keep it short.
-            displaced = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
-            if identity_of(displaced) == snap.identity:
-                fsync_dir(dfd)
-                return True
-            self._undo_exchange(dfd, path, tmp, st, alog)
-            self._restore(path, prev)
-            return False
-        except BaseException:
-            self._restore(path, prev)
-            raise
+            swapped = self._swap_in(dfd, path, tmp, st, snap, alog)
+            return swapped
         finally:
+            if not swapped:
+                self._restore(path, prev)
             unlink_quiet(dfd, tmp)
+
+    def _swap_in(
+        self, dfd: int, path: Path, tmp: str, st: os.stat_result, snap: StatusRead, alog: Any
+    ) -> bool:
+        if not still_same(dfd, STATUS_FILE, snap, self.max_status_bytes):
+            return False
+        if not exchange(dfd, tmp, STATUS_FILE):
+            # No RENAME_EXCHANGE here: an agent write landing between the check above and
+            # this rename is lost. The window is one syscall wide.
+            os.rename(tmp, STATUS_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)
+            fsync_dir(dfd)
+            return True
+        # `tmp` now names the file we displaced; it must be the one we read. One stat, not
+        # a re-read: until this check passes, readers see our file, so keep it short.
+        displaced = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+        if identity_of(displaced) == snap.identity:
+            fsync_dir(dfd)
+            return True
+        self._undo_exchange(dfd, path, tmp, st, alog)
+        return False
 
     def _undo_exchange(
         self, dfd: int, path: Path, tmp: str, ours: os.stat_result, alog: Any
