@@ -52,9 +52,11 @@ def _keep_alive(folder: Path, every: float = 0.1) -> Iterator[None]:
 
     def work() -> None:
         n = 0
-        while not stop.wait(every):
+        while True:
             n += 1
             (folder / "devlogs" / "work.md").write_text(f"step {n}\n")
+            if stop.wait(every):
+                return
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
