@@ -206,7 +206,9 @@ class Engine:
         if last is None:
             return
         if self.monitor.incident(agent) is None and self.monitor.due_target(agent) > now:
-            return  # the re-stat found activity: re-armed, nothing is due
+            # The re-stat found activity the events missed; its timer fired, so re-arm it.
+            self.monitor.rearm(agent)
+            return
         lease = self.scanner.lease(agent, self.config.max_busy_lease, last)
         decision = self.monitor.evaluate(agent, now, lease)
         if decision.incident is None or not decision.steps:
@@ -371,8 +373,11 @@ class Engine:
     def _incident_from_row(self, row: IncidentRow) -> Incident:
         policy = self.policy_for(row.agent)
         attempts = row.attempts
+        escalated = row.stage == "escalated"
+        # An escalated incident has no attempt left: a next-attempt time would keep it due.
         next_at = (
-            row.last_attempt_at + policy.heal_after if row.last_attempt_at is not None else None
+            row.last_attempt_at + policy.heal_after
+            if row.last_attempt_at is not None and not escalated else None
         )
         return Incident(
             agent=row.agent,
@@ -380,7 +385,14 @@ class Engine:
             opened_at=row.opened_at,
             attempts=attempts,
             next_attempt_at=next_at,
-            healing_detected=attempts > 0 or row.stage == "escalated",
+            # Detected at or past heal_after means the healing stall was logged then, even if
+            # healer died before attempt 1 was on record: resuming must not log it again.
+            healing_detected=(
+                attempts > 0 or row.stage == "escalated" or (
+                    policy.healing_enabled
+                    and row.detected_at - row.silence_started_at >= policy.heal_after
+                )
+            ),
             recovery_done=row.recovery_done,
             escalated=row.stage == "escalated",
             actions=tuple(policy.rung(k) for k in range(1, attempts + 1)) if policy.ladder else (),

@@ -35,7 +35,9 @@ class Monitor:
         resumed = incident is not None and last_activity <= incident.silence_start
         if incident is not None and resumed:
             self._incidents[agent] = incident
-            self._next[agent] = incident.next_attempt_at
+            # Decide at once: the policy works out from the restored state what is pending
+            # (attempt 1 if none was on record, the recovery of an escalated incident).
+            self._next[agent] = last_activity  # in the past: due at the next step
         self._arm(agent)
         return resumed or incident is None
 
@@ -112,6 +114,13 @@ class Monitor:
             self._next[agent] = decision.next_at
         self._arm(agent)
         return decision
+
+    def rearm(self, agent: str) -> None:
+        """Arm `agent`'s timer again. For a caller that took a due agent (its timer is
+        spent) and then recorded activity the table had missed: observe() alone leaves no
+        timer, and the agent would never be looked at again."""
+        if agent in self.table:
+            self._arm(agent)
 
     def attach_id(self, agent: str, incident_id: int) -> None:
         """Remember the durable id the store gave a newly opened incident."""
