@@ -35,7 +35,7 @@ _CAST = """\
     Agent-2  stalls; wakes up when healer's rescue message reaches its inbox
     Agent-4  stalls for good: healed 3 times, tasks reassigned, escalated
     Agent-5  stalls and comes back on its own
-    Agent-6  takes a long job under a busy_until lease; healer leaves it be
+    Agent-6  takes a 40 s job under a busy_until lease: no healing before it ends
     others   stay healthy"""
 
 
