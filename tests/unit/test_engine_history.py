@@ -160,3 +160,72 @@ class TestRestartContinuity:
 
 def teardown_module() -> None:
     structlog.reset_defaults()
+
+
+class TestResumeEdges:
+    def test_a_crash_between_detection_and_attempt_one(self, root: Path, clock: FakeClock) -> None:
+        """An incident on record with no attempt yet (healer died right after logging the
+        stall) resumes with attempt 1 and does not log stall_detected again."""
+        config = _config(root)
+        start = clock.now()
+        clock.advance(2.5)
+        with Store.open(config.state_path / "healer.db", clock=clock) as store:
+            store.open_incident("Agent-1", opened_at=clock.now(), silence_started_at=start,
+                                detected_at=clock.now())
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, clock.now() + 1.0, logs,
+                   stop={"event": "heal_action", "agent": "Agent-1"})
+        assert _heals(logs, "Agent-1") == [(1, "force_update")]
+        stalls = [e["agent"] for e in logs if e["event"] == "stall_detected"]
+        assert stalls == ["Agent-2"]
+        assert [r.agent for r in store.open_incidents()] == ["Agent-1", "Agent-2"]
+        store.close()
+
+    def test_a_recovery_first_incident_still_logs_its_healing_stall(
+        self, root: Path, clock: FakeClock
+    ) -> None:
+        """An incident opened by the recovery threshold before heal_after (an agent with a
+        longer heal_after) has not logged its healing stall: resuming it logs it once."""
+        config = _config(root)
+        start = clock.now()
+        clock.advance(1.0)
+        with Store.open(config.state_path / "healer.db", clock=clock) as store:
+            store.open_incident("Agent-1", opened_at=clock.now(), silence_started_at=start,
+                                detected_at=clock.now())
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, clock.now() + 2.0, logs,
+                   stop={"event": "heal_action", "agent": "Agent-1"})
+        stalls = [(e["agent"], e["pipeline"]) for e in logs if e["event"] == "stall_detected"]
+        assert ("Agent-1", "healing") in stalls
+        assert _heals(logs, "Agent-1") == [(1, "force_update")]
+        store.close()
+
+    def test_an_escalated_incident_still_gets_its_recovery_after_a_crash(
+        self, root: Path, clock: FakeClock
+    ) -> None:
+        """Escalated before recover_after, then a crash: the restarted engine still runs the
+        standard recovery once at recover_after, and does not escalate again."""
+        config = Config(workspaces=root, heal_after=2.0, recover_after=10.0, tick=TICK)
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, clock.now() + 9.0, logs,
+                   stop={"event": "agent_escalated", "agent": "Agent-1"})
+        assert [e["agent"] for e in logs if e["event"] == "agent_escalated"] == [
+            "Agent-1", "Agent-2"]
+        assert not [e for e in logs if e["event"] == "recovery_action"]
+        store.close()
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, clock.now() + 3.0, logs)
+        stalls = [(e["agent"], e["pipeline"]) for e in logs if e["event"] == "stall_detected"]
+        assert sorted(stalls) == [("Agent-1", "recovery"), ("Agent-2", "recovery")]
+        rescued = [e["agent"] for e in logs
+                   if e["event"] == "recovery_action" and e["action"] == "rescue_message"]
+        assert sorted(rescued) == ["Agent-1", "Agent-2"]
+        assert not [e for e in logs if e["event"] in ("agent_escalated", "heal_action")]
+        # Nothing is left to do without activity: no timer keeps waking for them.
+        assert engine.monitor.due_target("Agent-1") == float("inf")
+        assert engine.monitor.due_target("Agent-2") == float("inf")
+        store.close()
