@@ -141,7 +141,7 @@ def render_stats(data: dict[str, Any]) -> str:
             # Recovery actions have no attempt number and no success criterion.
             attempt = row.get("attempt") or "-"
             outcome = row.get("outcome") or "-"
-            lines.append(f"  {row['timestamp'][:19].replace('T', ' ')}  {fit(row['agent'], 16):<16}"
+            lines.append(f"  {row['timestamp'][:19].replace('T', ' ')}  {fit(row['agent'], 20):<20}"
                          f" {row['action']:<18} {attempt!s:>2}  {outcome}")
     return "\n".join(lines)
 
