@@ -104,6 +104,10 @@ class Monitor:
         )
         if decision.busy and lease_until is not None:
             self._hold[agent] = lease_until
+        elif decision.incident is None and decision.next_at is not None:
+            # Nothing is due before next_at (it is later than the plain threshold after a
+            # lease); without the hold the timer would fire again at every tick.
+            self._hold[agent] = decision.next_at
         else:
             self._hold.pop(agent, None)
         if decision.incident is None:

@@ -147,11 +147,15 @@ def decide(
     if lease_until is not None and now < lease_until:
         return Decision(incident, (), lease_until, busy=True)
     silent = max(0.0, now - last_activity)
-    heal_due = policy.healing_enabled and silent >= policy.heal_after
-    recover_due = silent >= policy.recover_after
+    # A lease is a promise of silence until its end: the thresholds count from there, so an
+    # agent finishing its long job a moment late is not healed and robbed of its tasks in
+    # the same instant. What is reported (silent_for) stays the true silence.
+    base = last_activity if lease_until is None else max(last_activity, lease_until)
+    heal_due = policy.healing_enabled and now - base >= policy.heal_after
+    recover_due = now - base >= policy.recover_after
     if incident is None:
         if not (heal_due or recover_due):
-            return Decision(None, (), policy.first_deadline(last_activity))
+            return Decision(None, (), policy.first_deadline(base))
         incident = Incident(agent, silence_start=last_activity, opened_at=now)
     steps: list[Step] = []
     if heal_due:
@@ -162,7 +166,7 @@ def decide(
         incident = replace(incident, recovery_done=True)
     pending = [incident.next_attempt_at] if incident.next_attempt_at is not None else []
     if not incident.recovery_done:
-        pending.append(last_activity + policy.recover_after)
+        pending.append(base + policy.recover_after)
     if policy.healing_enabled and not incident.healing_detected:
-        pending.append(last_activity + policy.heal_after)
+        pending.append(base + policy.heal_after)
     return Decision(incident, tuple(steps), min(pending) if pending else None)

@@ -107,6 +107,14 @@ class TestDecide:
         assert d.busy and d.steps == () and d.next_at == T0 + 20_000
         assert stage_of(d.incident, busy=True) is Stage.BUSY
 
-    def test_an_expired_lease_no_longer_holds(self) -> None:
+    def test_thresholds_count_from_the_end_of_an_expired_lease(self) -> None:
         d = decide("Agent-1", T0, None, T0 + 130, DEFAULT, lease_until=T0 + 125)
-        assert not d.busy and HealAttempt(1, "force_update") in d.steps
+        assert not d.busy and d.steps == () and d.next_at == T0 + 125 + 120
+        d = decide("Agent-1", T0, None, T0 + 245, DEFAULT, lease_until=T0 + 125)
+        assert d.steps[0] == StallDetected(Pipeline.HEALING, 245, 120)  # the true silence
+        assert HealAttempt(1, "force_update") in d.steps
+        assert d.next_at == T0 + 125 + 240  # attempt 2, before the recovery at 125 + 300
+
+    def test_a_lease_older_than_the_last_activity_changes_nothing(self) -> None:
+        d = decide("Agent-1", T0, None, T0 + 120, DEFAULT, lease_until=T0 - 50)
+        assert HealAttempt(1, "force_update") in d.steps
