@@ -101,7 +101,8 @@ class Config:
         return self.recover_after
 
     def is_agent_name(self, name: str) -> bool:
-        return fnmatch.fnmatchcase(name, self.agent_pattern)
+        # A folder name that is not UTF-8 cannot be stored, logged or addressed in a message.
+        return fnmatch.fnmatchcase(name, self.agent_pattern) and _is_utf8(name)
 
 
 # Environment variables and the Config field each one sets.
@@ -123,7 +124,10 @@ def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> floa
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration (seconds or e.g. '90s', '5m'), got {value}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # YAML integers have no bound
+            raise ConfigError(f"{key}: must be a positive duration, got one too large") from None
     elif isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match is None:
@@ -149,7 +153,8 @@ def _bool(value: object, key: str) -> bool:
 
 
 def _positive_int(value: object, key: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    # isdecimal, not isdigit: int() refuses "²"; and int() refuses past 4300 digits.
+    if isinstance(value, str) and value.strip().isdecimal() and len(value) < 64:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key}: expected a whole number of 1 or more, got {value!r}")
@@ -180,7 +185,7 @@ def _path(value: object, key: str) -> Path:
 def _host_port(value: object, key: str) -> str:
     text = _text(value, key)
     _host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not port.isdecimal() or len(port) > 5 or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}")
     return text
 
@@ -236,6 +241,25 @@ _FIELD_PARSERS: dict[str, Callable[[object, str], Any]] = {
 }
 
 
+def _part(key: object) -> str:
+    """A key as one segment of a key path: quoted when it could break the one-line message."""
+    if isinstance(key, str) and key.isprintable() and key.strip() == key and key:
+        return key
+    return repr(key)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _mapping(value: object, key: str) -> Mapping[str, Any]:
     if value is None:
         return {}
@@ -256,9 +280,13 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {exc.problem}") from None
+        raise ConfigError(f"{path}: invalid YAML{where}: {_one_line(str(exc.problem))}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML: {_one_line(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's 4300-digit conversion limit
+        raise ConfigError(f"{path}: invalid YAML: {_one_line(str(exc))}") from None
     return _mapping(document, f"{path}: top level")
 
 
@@ -306,7 +334,7 @@ def _healer_values(doc: Mapping[str, Any]) -> dict[str, Any]:
     section = _mapping(doc.get("healer"), "healer")
     out: dict[str, Any] = {}
     for key, value in section.items():
-        path = f"healer.{key}"
+        path = f"healer.{_part(key)}"
         if key in _HEALER_KEYS:
             parse, target = _HEALER_KEYS[key]
             out[target] = parse(value, path)
@@ -314,14 +342,14 @@ def _healer_values(doc: Mapping[str, Any]) -> dict[str, Any]:
             activity = _mapping(value, path)
             for sub, sub_value in activity.items():
                 if sub != "inbox":
-                    raise ConfigError(f"{path}.{sub}: unknown key")
+                    raise ConfigError(f"{path}.{_part(sub)}: unknown key")
                 out["inbox_mode"] = _choice(INBOX_MODES)(sub_value, f"{path}.inbox")
         elif key == "alerts":
             alerts = _mapping(value, path)
             parsed: dict[str, Any] = {}
             for sub, sub_value in alerts.items():
                 if sub not in _ALERT_KEYS:
-                    raise ConfigError(f"{path}.{sub}: unknown key")
+                    raise ConfigError(f"{path}.{_part(sub)}: unknown key")
                 parsed[sub] = _ALERT_KEYS[sub](sub_value, f"{path}.{sub}")
             out["alerts"] = AlertsConfig(**parsed)
         elif key == "agents":
@@ -334,12 +362,14 @@ def _healer_values(doc: Mapping[str, Any]) -> dict[str, Any]:
 def _overrides(section: Mapping[str, Any], path: str) -> dict[str, AgentOverride]:
     result: dict[str, AgentOverride] = {}
     for name, body in section.items():
-        where = f"{path}.{name}"
+        where = f"{path}.{_part(name)}"
         values = _mapping(body, where)
         parsed: dict[str, float] = {}
         for key, value in values.items():
             if key not in ("heal_after", "recover_after"):
-                raise ConfigError(f"{where}.{key}: unknown key (known: heal_after, recover_after)")
+                raise ConfigError(
+                    f"{where}.{_part(key)}: unknown key (known: heal_after, recover_after)"
+                )
             parsed[key] = _duration(value, f"{where}.{key}")
         result[str(name)] = AgentOverride(**parsed)
     return result
