@@ -41,8 +41,30 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    # Libraries that use stdlib logging (watchdog) speak through the same stream.
-    logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s: %(message)s")
+    # Libraries that log through the standard library (watchdog warns of inotify queue
+    # overflows that way) and Python's warnings go through the same renderer, so a JSON
+    # log stays one JSON object per line.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+                structlog.processors.format_exc_info,
+                _foreign_event,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_healer", False):
+            root.removeHandler(old)
+    handler._healer = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
 
 
 # Console lines stay within 80 columns: these fields are in every JSON line, but on the
@@ -103,6 +125,15 @@ def _short(value: Any) -> str:
     if text.startswith("/") and " " not in text and len(text) > _MAX_PATH:
         return "…" + text[-(_MAX_PATH - 1):]
     return text
+
+
+def _foreign_event(_logger: Any, _name: str, event_dict: Any) -> Any:
+    """A library's free-text message becomes a field; the event name stays snake_case."""
+    event_dict["message"] = str(event_dict.pop("event", "")).strip()
+    event_dict["event"] = "python_warning" if event_dict.get("logger") == "py.warnings" else (
+        "library_log"
+    )
+    return event_dict
 
 
 def get_logger(**context: Any) -> Any:
