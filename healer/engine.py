@@ -36,6 +36,10 @@ __all__ = ["ActionReport", "Engine"]
 
 log = structlog.get_logger()
 
+# A temp file of healer's older than this is a crash's leftover, not a write in progress
+# (of the daemon, say, while `check --now` starts beside it): writes take milliseconds.
+STALE_TEMP_AGE = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class ActionReport:
@@ -63,6 +67,8 @@ class Engine:
         self.store = store
         # `check` without --now and `--dry-run` read the history but never write it.
         self.history = store if record and not config.dry_run else None
+        # Only an engine that may write cleans up after a crashed one (a read-only check not).
+        self.cleans_temps = record and not config.dry_run
         self.alerter = alerter
         self.ledger = ledger or SelfWriteLedger()
         if self.history is not None:
@@ -117,15 +123,29 @@ class Engine:
         """Initial scan: every agent's last activity from its files and the history."""
         stored: dict[str, float] = {}
         carried: dict[str, IncidentRow] = {}
+        resolved: dict[str, float] = {}
         if self.store is not None:
             self.ledger.load(self.store.self_writes())
             stored = self.store.last_activities()
             carried = {row.agent: row for row in self.store.open_incidents()}
+            resolved = self.store.last_resolved()
         for agent in self.scanner.agents():
+            if self.cleans_temps:
+                self.writer.remove_stale_temps(agent, STALE_TEMP_AGE)
             self.add_agent(agent, stored.get(agent), carried.pop(agent, None), announce=False)
+            self._honour_resolve(agent, resolved.get(agent))
         for row in carried.values():  # the agent's folder is gone
             self._close_row(row, "resolved")
         return len(self.monitor.table)
+
+    def _honour_resolve(self, agent: str, resolved_at: float | None) -> None:
+        """An operator resolved this agent while no daemon ran: like a running daemon, wait
+        a fresh `heal_after` from the resolve before healing a silence that goes on."""
+        last = self.monitor.table.get(agent)
+        if resolved_at is None or last is None or self.monitor.incident(agent) is not None:
+            return
+        if resolved_at > last:
+            self.monitor.resolve(agent, resolved_at)
 
     def add_agent(
         self,

@@ -240,6 +240,15 @@ class Store:
             )
         return cur.rowcount == 1
 
+    def last_resolved(self) -> dict[str, float]:
+        """When each agent's latest incident was closed by an operator's `healer resolve`."""
+        with self._db.guard("read resolved incidents"):
+            rows = self._db.conn.execute(
+                "SELECT agent, MAX(closed_at) FROM incidents WHERE outcome = 'resolved'"
+                " GROUP BY agent"
+            ).fetchall()
+        return {str(agent): float(at) for agent, at in rows}
+
     def action_id_for(self, incident_id: int, attempt: int) -> int | None:
         """The healing action of attempt `attempt` in an incident (to settle it after a restart)."""
         with self._db.guard(f"read attempt {attempt} of incident {incident_id}"):
@@ -354,7 +363,9 @@ class Store:
                 break
         for table, where in (
             ("actions", "incident_id IS NULL AND ts < ?"),
-            ("self_writes", "ts < ?"),
+            # A status.json healer wrote last stays recorded however old (one row per
+            # agent): forgetting it would let a restart take healer's write for the agent's.
+            ("self_writes", "ts < ? AND path NOT LIKE '%/status.json'"),
         ):
             while True:
                 with self._db.write(f"prune {table}") as db:

@@ -229,3 +229,42 @@ class TestResumeEdges:
         assert engine.monitor.due_target("Agent-1") == float("inf")
         assert engine.monitor.due_target("Agent-2") == float("inf")
         store.close()
+
+
+class TestOfflineResolve:
+    def test_a_resolve_while_no_daemon_ran_waits_a_fresh_heal_after(
+        self, root: Path, clock: FakeClock
+    ) -> None:
+        """`healer resolve` with the daemon stopped, then a start: a still-silent agent is not
+        healed again at once, but `heal_after` after the resolve, as a running daemon does."""
+        config = _config(root)
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, clock.now() + 30, logs,
+                   stop={"event": "agent_escalated", "agent": "Agent-1"})
+        row = store.open_incident_for("Agent-1")
+        assert row is not None
+        store.close_incident(row.id, closed_at=clock.now(), outcome="resolved")
+        resolved_at = clock.now()
+        store.close()
+        clock.advance(0.5)
+        engine, store = _engine(config, clock)
+        with capture_logs() as logs:
+            _drive(engine, clock, resolved_at + config.heal_after - TICK, logs)
+            assert _heals(logs, "Agent-1") == []
+            _drive(engine, clock, resolved_at + config.heal_after + 2 * TICK, logs)
+        assert _heals(logs, "Agent-1") == [(1, "force_update")]
+        store.close()
+
+
+class TestPruneKeepsOwnStatusWrites:
+    def test_the_record_of_healers_last_status_write_survives_pruning(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """Without it a restart long after healer's last write would take that write for the
+        agent's; a rescue message's record may go."""
+        with Store.open(tmp_path / "healer.db", clock=clock) as store:
+            store.note_self_write("/ws/Agent-1/status.json", 1, 2, 3, ts=clock.now())
+            store.note_self_write("/ws/Agent-1/inbox/HEALER_RESCUE_1.md", 4, 5, 6, ts=clock.now())
+            store.prune(clock.now() + 1)
+            assert list(store.self_writes()) == ["/ws/Agent-1/status.json"]
