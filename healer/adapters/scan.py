@@ -137,7 +137,8 @@ class Scanner:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_status_bytes:
                 return None
-            data = os.read(fd, self.max_status_bytes + 1)
+            # Sized by the file, not the limit: a huge limit must not allocate a huge buffer.
+            data = os.read(fd, min(self.max_status_bytes, max(st.st_size, 1 << 16)) + 1)
         except OSError:
             return None
         finally:

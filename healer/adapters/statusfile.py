@@ -25,6 +25,10 @@ Doc = dict[str, Any]
 # O_NONBLOCK: a FIFO planted as status.json must not hang the daemon on open().
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _SALVAGED = ("agent_name", "current_mission")
+# json.loads accepts nesting about a thousand deep, but copying, comparing and encoding
+# such a document recurse in Python and overflow the stack long before; no status.json
+# of a real agent comes near this.
+MAX_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,23 @@ def _parse(data: bytes) -> tuple[Doc | None, str | None]:
         return None, f"invalid JSON: {exc}"
     if not isinstance(doc, dict):
         return None, f"not a JSON object but {type(doc).__name__}"
+    if _too_deep(doc, MAX_DEPTH):
+        return None, f"nested more than {MAX_DEPTH} levels deep"
     return doc, None
+
+
+def _too_deep(doc: Any, limit: int) -> bool:
+    """Whether containers nest past `limit` levels (iterative: the check must not recurse)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def read_snapshot(dfd: int, agent: str, path: Path, max_bytes: int) -> StatusRead:

@@ -8,6 +8,7 @@ import copy
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ __all__ = [
 log = structlog.get_logger()
 
 Doc = dict[str, Any]
+
+
+def _utf8(text: str) -> bytes:
+    # Message text quotes status.json, where JSON escapes can carry lone surrogates.
+    return text.encode("utf-8", "backslashreplace")
 
 
 class SelfWriteLedger:
@@ -246,9 +252,13 @@ class SafeWriter:
         self.ledger.forget(path)
         return True
 
-    def remove_stale_temps(self, agent: str) -> int:
-        """Delete temp files a crashed healer left in the agent folder and its inbox."""
+    def remove_stale_temps(self, agent: str, min_age: float = 0.0) -> int:
+        """Delete temp files a crashed healer left in the agent folder and its inbox.
+
+        `min_age` (seconds, by the files' mtimes) spares the temps of a healer still
+        writing, e.g. the daemon's while `check --now` starts beside it."""
         removed = 0
+        cutoff = time.time() - min_age  # mtimes are wall-clock time, whatever self.clock is
         for parts in ((), ("inbox",)):
             try:
                 with self._dir(agent, parts) as dfd:
@@ -256,7 +266,9 @@ class SafeWriter:
                         if not is_own_temp_name(name):
                             continue
                         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                        if stat.S_ISREG(st.st_mode) and not self.dry_run:
+                        if not stat.S_ISREG(st.st_mode) or st.st_mtime > cutoff:
+                            continue
+                        if not self.dry_run:
                             unlink_quiet(dfd, name)
                             removed += 1
             except (ActionError, OSError):
@@ -364,7 +376,7 @@ class SafeWriter:
         return True
 
     def _link_new(self, dfd: int, path: Path, name: str, text: str) -> bool:
-        tmp, st = self._temp(dfd, name, text.encode("utf-8"), None)
+        tmp, st = self._temp(dfd, name, _utf8(text), None)
         try:
             return self._link(dfd, path, tmp, name, st, self.ledger.get(path))
         finally:
@@ -378,7 +390,7 @@ class SafeWriter:
             old = None
         if old is not None and not stat.S_ISREG(old.st_mode):
             raise UnsafePathError(f"{path} is not a regular file; refusing to replace it")
-        tmp, st = self._temp(dfd, name, text.encode("utf-8"), old)
+        tmp, st = self._temp(dfd, name, _utf8(text), old)
         prev = self.ledger.get(path)
         try:
             self.ledger.note(path, st)

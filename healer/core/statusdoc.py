@@ -226,7 +226,11 @@ def parse_busy_until(doc: Doc) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        try:
+            seconds = float(value)  # JSON integers have no bound; floats have one
+        except OverflowError:
+            return None
+        return seconds if math.isfinite(seconds) else None
     if not isinstance(value, str):
         return None
     text = value.strip()
