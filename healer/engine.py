@@ -39,6 +39,7 @@ log = structlog.get_logger()
 # A temp file of healer's older than this is a crash's leftover, not a write in progress
 # (of the daemon, say, while `check --now` starts beside it): writes take milliseconds.
 STALE_TEMP_AGE = 60.0
+HISTORY_PAUSE = 30.0  # seconds without history calls after one failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class Engine:
             "heal_actions": 0, "recovery_actions": 0, "escalations": 0, "recoveries": 0,
         }
         self._action_ids: dict[tuple[int, int], int] = {}  # (incident id, attempt) -> action id
+        self._history_paused_until = float("-inf")
         self.on_action: Callable[[ActionReport], None] | None = None
 
     # -- configuration --------------------------------------------------------------------
@@ -113,10 +115,9 @@ class Engine:
     def _persist_self_write(self, path: str, ident: Any) -> None:
         if self.history is None or ident is None:
             return
-        try:
-            self.history.note_self_write(path, ident[0], ident[1], ident[2], self.clock.now())
-        except StoreError as exc:
-            log.warning("history_write_failed", error=str(exc))
+        self._store_call(
+            self.history.note_self_write, path, ident[0], ident[1], ident[2], self.clock.now()
+        )
 
     # -- membership -----------------------------------------------------------------------
     def start(self) -> int:
@@ -210,32 +211,48 @@ class Engine:
         """Handle every decision due now; returns how many agents were looked at."""
         now = self.clock.now() if now is None else now
         due = self.monitor.due(now)
+        # Detection first, for every due agent, then the actions: when a thousand agents
+        # stall together (an API outage), the last one's stall is not reported only after
+        # the writes and fsyncs of all the others.
+        acting: list[tuple[str, Incident, list[Step], float]] = []
         for agent in due:
-            self._decide(agent, now)
+            decided = self._decide(agent, now)
+            if decided is not None:
+                acting.append(decided)
+        for agent, incident, steps, last in acting:
+            for step in steps:
+                incident = self._carry_out(agent, incident, step, now, last)
         return len(due)
 
-    def _decide(self, agent: str, now: float) -> None:
+    def _decide(self, agent: str, now: float) -> tuple[str, Incident, list[Step], float] | None:
+        """Re-check the agent's files, run the policy and report its stalls; returns the
+        steps left to carry out."""
         # A missed event can only make an agent look older: look at its files before acting.
         found = self.scanner.scan(agent, now)
         if found is None:
             self.remove_agent(agent)
-            return
+            return None
         if found.last_activity is not None:
             self.observe(agent, found.last_activity)
         last = self.monitor.table.get(agent)
         if last is None:
-            return
+            return None
         if self.monitor.incident(agent) is None and self.monitor.due_target(agent) > now:
             # The re-stat found activity the events missed; its timer fired, so re-arm it.
             self.monitor.rearm(agent)
-            return
+            return None
         lease = self.scanner.lease(agent, self.config.max_busy_lease, last)
         decision = self.monitor.evaluate(agent, now, lease)
         if decision.incident is None or not decision.steps:
-            return
+            return None
         incident = decision.incident
+        rest: list[Step] = []
         for step in decision.steps:
-            incident = self._carry_out(agent, incident, step, now, last)
+            if isinstance(step, StallDetected):
+                incident = self._carry_out(agent, incident, step, now, last)
+            else:
+                rest.append(step)
+        return agent, incident, rest, last
 
     # -- steps ----------------------------------------------------------------------------
     def _carry_out(
@@ -312,11 +329,16 @@ class Engine:
 
     # -- history --------------------------------------------------------------------------
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.clock.now() < self._history_paused_until:
+            return None
         try:
             return fn(*args, **kwargs)
         except StoreError as exc:
-            # The history is for operators; detection and healing go on without it.
-            log.error("history_write_failed", error=str(exc))
+            # The history is for operators; detection and healing go on without it. A locked
+            # history makes every call wait out the busy timeout, and a loop stuck in those
+            # waits misses stalls and its watchdog pings; so pause it rather than retry each.
+            self._history_paused_until = self.clock.now() + HISTORY_PAUSE
+            log.error("history_write_failed", error=str(exc), paused_for=HISTORY_PAUSE)
             return None
 
     def _ensure_row(self, agent: str, incident: Incident, now: float) -> Incident:

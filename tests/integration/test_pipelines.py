@@ -362,3 +362,22 @@ class TestAlerts:
         assert len(events(logs, "agent_escalated")) == 3
         assert slowest < 0.5  # a step never waits on the endpoint (it hangs 1 s per post)
         alerter.close(0.2)
+
+
+class TestMassStall:
+    def test_every_stall_is_reported_before_any_action_is_carried_out(
+        self, tmp_path: Path
+    ) -> None:
+        """When many agents stall in the same tick, detection is not queued behind the
+        writes of the others' heals."""
+        root = tmp_path / "ws"
+        for n in range(20):
+            make_agent(root, f"Agent-{n}")
+        rig = Rig(root, Config(workspaces=root, heal_after=HEAL, recover_after=1e6, tick=TICK))
+        set_age(root, rig.clock.now())
+        rig.start()
+        rig.run(HEAL - TICK)
+        with capture_logs() as logs:
+            rig.run(TICK)
+        names = [e["event"] for e in logs if e["event"] in ("stall_detected", "heal_action")]
+        assert names == ["stall_detected"] * 20 + ["heal_action"] * 20
