@@ -67,6 +67,9 @@ class SelfWriteLedger:
     @staticmethod
     def key(path: str | os.PathLike[str]) -> str:
         # No resolve(): following links here would let a symlink alias a healer write.
+        if (isinstance(path, str) and path[:1] == "/" and path[-1:] != "/"
+                and "/." not in path and "//" not in path):
+            return path  # already absolute and normal: the scanner's hot path skips the work
         return os.path.normpath(os.path.abspath(os.fspath(path)))
 
     def note(self, path: str | os.PathLike[str], st: os.stat_result) -> None:
@@ -85,6 +88,8 @@ class SelfWriteLedger:
 
     def is_self(self, path: str | os.PathLike[str], st: os.stat_result) -> bool:
         """True when the file on disk is exactly the version healer last wrote there."""
+        if not self._entries:
+            return False
         with self._lock:
             return self._entries.get(self.key(path)) == identity_of(st)
 
