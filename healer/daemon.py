@@ -4,9 +4,11 @@ is an iterator a test can step; signals only set flags; the sleep is an interrup
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -35,6 +37,14 @@ def prune_interval(retention: float) -> float:
     """How often the history is pruned: hourly, or a tenth of a short retention, so rows
     never outlive `healer.retention` by more than a tenth of it."""
     return max(PRUNE_MIN, min(PRUNE_EVERY, retention / 10))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 class Daemon:
@@ -76,6 +86,7 @@ class Daemon:
         self._last_sweep = 0.0
         self._last_ping = 0.0
         self._last_prune = 0.0
+        self._root_id: tuple[int, int] | None = None
 
     # -- signals --------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -98,6 +109,7 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         # Watch first, then scan: a write landing between the two is seen by one of them.
+        self._root_id = _identity(self.config.workspaces)
         self.watcher.start()
         agents = self.engine.start()
         now = self.clock.now()
@@ -152,13 +164,15 @@ class Daemon:
             self._reload.clear()
             self._do_reload()
             did = True
+        did |= self._follow_root()
         did |= self._apply_changes()
         if self.watcher.overflowed.is_set():
             self.watcher.overflowed.clear()
             log.warning("event_queue_overflow", action="rescan")
             self.engine.rescan()
             did = True
-        if not self.watcher.alive() and self.stop_reason is None:
+        # Without a root there is nothing to watch; _follow_root restarts it on a new one.
+        if not self.watcher.alive() and self.stop_reason is None and self._root_id is not None:
             self.watcher.restart()
             self.engine.rescan()
             did = True
@@ -178,6 +192,23 @@ class Daemon:
         # the pings by its start would send two of them back to back after it.
         self._ping(self.clock.now())
         return did
+
+    def _follow_root(self) -> bool:
+        """The root deleted, or renamed away and another made in its place: inotify then
+        watches nothing, or the old tree under the old name. healer follows the path."""
+        current = _identity(self.config.workspaces)
+        if current == self._root_id:
+            return False
+        self._root_id = current
+        root = str(self.config.workspaces)
+        if current is None:
+            log.warning("workspace_root_missing", workspaces=root)
+            return False
+        log.warning("workspace_root_replaced", workspaces=root)
+        self.watcher.changes.clear()  # events of the old tree say nothing of the new one
+        self.watcher.restart()
+        self.engine.rescan()
+        return True
 
     def _apply_changes(self) -> bool:
         changes = self.watcher.drain(BATCH)

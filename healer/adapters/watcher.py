@@ -145,7 +145,11 @@ class Watcher:
         return observer
 
     def alive(self) -> bool:
-        return self._observer is not None and self._observer.is_alive()
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        # An emitter stops on its own when the watched root is deleted; the observer lives on.
+        return all(emitter.is_alive() for emitter in list(observer.emitters))
 
     def restart(self) -> None:
         """Replace a dead observer; the caller rescans, since events were lost meanwhile."""
