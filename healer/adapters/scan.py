@@ -88,7 +88,9 @@ class Scanner:
                 yield st.st_mtime
         yield from self._tree(f"{folder}/devlogs", include_dirs=True, top=True)
         if self.inbox_mode == "any":
-            yield from self._tree(f"{folder}/inbox", include_dirs=True, top=True)
+            # Not the inbox's own mtime: healer's rescue messages change it too, and a
+            # folder's mtime cannot say who wrote. Its files and subfolders can.
+            yield from self._tree(f"{folder}/inbox", include_dirs=True, top=False)
         elif self.inbox_mode == "consume":
             # A message filed into a subfolder changes that subfolder's mtime; the top of
             # the inbox also changes when mail arrives, so it cannot tell us anything.

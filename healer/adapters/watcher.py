@@ -230,7 +230,9 @@ class Watcher:
         is a rename out of a temp name, which the classifier already drops."""
         if kind not in (EventKind.CREATED, EventKind.MODIFIED, EventKind.CLOSED_WRITE):
             return False
-        path = self._prefix + (src or "")
+        if src is None or "/inbox/" not in src:
+            return False  # the only files healer creates in place are inbox messages
+        path = self._prefix + src
         if self.ledger.get(path) is None:
             return False
         try:

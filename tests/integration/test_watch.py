@@ -437,6 +437,23 @@ class TestOwnWrites:
         assert len(stalls(daemon, "Agent-1")) == 1
 
 
+    def test_rescue_messages_are_not_activity_even_when_any_mail_counts(self, tmp_path, root):
+        """With `healer.activity.inbox: any` new mail is the agent's activity, but the rescue
+        messages healer drops (created by link(), not renamed) are recognised by the
+        self-write ledger: the ladder runs to escalation with no agent_recovered."""
+        args = watch_args(HEAL, 1.5, TICK)
+        config = "healer:\n  activity: {inbox: any}\n"
+        with running_daemon(root, tmp_path, args, config_text=config) as daemon:
+            folder = agent(root, "Agent-1")
+            write_once(folder)
+            daemon.wait_event("agent_escalated", 5.0, agent="Agent-1")
+            assert list((folder / "inbox").glob("HEALER_RESCUE_*.md"))
+            assert daemon.events("agent_recovered") == []
+            # Mail from someone else still counts in this mode.
+            (folder / "inbox" / "C2A_NEW.md").write_text("# hello\n")
+            daemon.wait_event("agent_recovered", 2.0, agent="Agent-1")
+
+
 # -- 8: systemd ----------------------------------------------------------------------------
 SO_TIMESTAMPNS = 35  # <asm-generic/socket.h>; the socket module does not export it
 
