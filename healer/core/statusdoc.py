@@ -3,8 +3,9 @@
 A task is *finished* when: a string starts with a check mark (✅ ✔ ☑) or ``[x]``; or a
 string carries a status word COMPLETED / COMPLETE / DONE (any case) at its start, after a
 ``:`` / ``-`` separator or right after ✅, followed by the end, ``:``, ``-``, ``(`` or
-``[`` ("Batch 10 - COMPLETE: …", "Phase 1: ✅ COMPLETE - …", "COMPLETED: …"); or a dict's ``status`` / ``state`` is
-complete, completed, done, finished or closed, or its ``completed`` / ``done`` is true.
+``[`` ("Batch 10 - COMPLETE: …", "Phase 1: ✅ COMPLETE - …", "COMPLETED: …"); or a
+dict's ``status`` / ``state`` is complete, completed, done, finished or closed, or its
+``completed`` / ``done`` is true.
 Everything else is open ("Analysis complete ✅, awaiting Phase 2", "⏳ PENDING: …");
 ``null`` and blank strings are not tasks. Every function returns a new dict and keeps
 every key it does not own, in its original order.
