@@ -183,6 +183,9 @@ class Daemon:
             self.sweeps += 1
             added, removed = self.engine.reconcile()
             did |= bool(added or removed)
+            if self.watcher.fall_back_if_full():
+                self.engine.rescan()
+                did = True
         if self.store is not None and (
             now - self._last_prune >= prune_interval(self.config.retention)
         ):

@@ -4,6 +4,8 @@ The handler does O(1) work and never raises; the main loop restarts a dead obser
 from __future__ import annotations
 
 import collections
+import ctypes
+import errno
 import logging
 import os
 import threading
@@ -34,9 +36,17 @@ from healer.adapters.writer import SelfWriteLedger
 from healer.core.classify import classify
 from healer.core.model import EventKind
 
-__all__ = ["Change", "Watcher"]
+__all__ = ["Change", "Watcher", "watches_left"]
 
 log = structlog.get_logger()
+
+_IN_ATTRIB = 0x4
+try:
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True)
+    _LIBC.inotify_init1.argtypes = [ctypes.c_int]
+    _LIBC.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+except (OSError, AttributeError):  # no inotify here: watchdog will say so at start
+    _LIBC = None
 
 # What the kernel is asked for. Opens and reads (healer's own reads included) are not.
 EVENT_FILTER: list[type[FileSystemEvent]] = [
@@ -88,6 +98,21 @@ class _OverflowLog(logging.Handler):
             self._on_overflow()
 
 
+def watches_left(path: Path) -> bool:
+    """Whether one more inotify watch can be added for this user, asked of the kernel with a
+    probe watch of our own (watchdog does not report the folders it failed to watch)."""
+    if _LIBC is None:
+        return True
+    fd = _LIBC.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return ctypes.get_errno() != errno.EMFILE
+    try:
+        wd = _LIBC.inotify_add_watch(fd, os.fsencode(path), _IN_ATTRIB)
+        return wd >= 0 or ctypes.get_errno() != errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
 class Watcher:
     """Recursive observer of the workspace root feeding a deque of Changes."""
 
@@ -134,6 +159,11 @@ class Watcher:
                     _Handler(self), str(self.root), recursive=True, event_filter=EVENT_FILTER
                 )
                 observer.start()
+                if not watches_left(self.root):
+                    # watchdog skips, silently, every subfolder past the limit.
+                    observer.stop()
+                    observer.join(1.0)
+                    raise OSError(errno.ENOSPC, "inotify watch limit reached")
                 return observer
             except OSError as exc:
                 # Out of inotify watches or instances, or no inotify at all: poll instead.
@@ -143,6 +173,17 @@ class Watcher:
         observer.schedule(_Handler(self), str(self.root), recursive=True)
         observer.start()
         return observer
+
+    def fall_back_if_full(self) -> bool:
+        """Switch to polling once the inotify watch limit is reached (new folders would go
+        unwatched); True when it did, and the caller must rescan."""
+        if self.poll or watches_left(self.root):
+            return False
+        log.warning("inotify_unavailable", error="inotify watch limit reached",
+                    fallback="polling")
+        self.poll = True
+        self.restart()
+        return True
 
     def alive(self) -> bool:
         observer = self._observer

@@ -32,7 +32,7 @@ from healer.core.model import TEMP_MARKER, is_own_temp_name
 from healer.engine import HISTORY_PAUSE, STALE_TEMP_AGE, Engine
 from healer.testing import FakeClock
 from tests.conftest import make_agent
-from tests.integration.daemon import at, running_daemon, watch_args
+from tests.integration.daemon import at, poll_until, running_daemon, watch_args
 
 HEAL = 2.0
 Logs = list[dict[str, Any]]
@@ -510,3 +510,26 @@ class TestAlertEndpoint:
                 stall = daemon.wait_event("stall_detected", timeout=10, agent="Agent-2",
                                           pipeline="healing")
                 assert stall["silent_for"] < 0.3 + 0.5
+
+
+class TestInotifyLimit:
+    def test_no_watches_left_means_polling_said_in_the_log(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The kernel's watch limit reached (injected at the probe; the real limit is a soak,
+        `make soak`): the watcher polls, logs `inotify_unavailable`, and still sees writes."""
+        from healer.adapters import watcher as watcher_module
+
+        root = tmp_path / "ws"
+        make_agent(root, "Agent-1")
+        monkeypatch.setattr(watcher_module, "watches_left", lambda path: False)
+        watcher = watcher_module.Watcher(root, is_agent=lambda n: n.startswith("Agent-"),
+                                         ledger=SelfWriteLedger(), poll_interval=0.1)
+        with capture_logs() as logs:
+            watcher.start()
+        try:
+            assert watcher.poll and events(logs, "inotify_unavailable")
+            (root / "Agent-1" / "devlogs" / "new.md").write_text("work")
+            assert poll_until(lambda: any(c.activity for c in watcher.changes), 5)
+        finally:
+            watcher.close()
