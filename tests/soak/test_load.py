@@ -115,6 +115,8 @@ class TestTenThousandAgents:
                 late = quiet_cycles(daemon, quiet, time.time() + SECONDS)
             sampling.set()
             sampler.join(2)
+        print(f"\n{AGENTS} agents, {writes[0]} flood writes: peak RSS {peak:.0f} MB, "
+              f"stall detection late by at most {max(late, default=0):.2f} s")
         assert writes[0] > 10_000, "the flood did not flood"
         assert late and max(late) < SLACK, late
         assert peak < RSS_BOUND_MB, f"peak RSS {peak:.0f} MB"
