@@ -183,7 +183,7 @@ class TestSigkill:
         folder = make_agent(root, "Agent-1", {"agent_id": "Agent-1", "n": 0, "pad": ""})
         ctx = multiprocessing.get_context("fork")
         rng = random.Random(7)
-        last = 0
+        versions: set[int] = set()
         for _ in range(60):
             ready = ctx.Event()
             child = ctx.Process(target=_writer_loop, args=(str(root), ready), daemon=True)
@@ -194,11 +194,11 @@ class TestSigkill:
             child.join(10)
             doc = json.loads((folder / "status.json").read_bytes())
             assert doc["pad"] == "x" * (doc["n"] % 9000)  # the whole of one version
-            assert doc["n"] >= last or doc["n"] >= 1  # a new run restarts its count at 1
-            last = doc["n"]
+            versions.add(doc["n"])
             for message in (folder / "inbox").iterdir():
                 if not is_own_temp_name(message.name):
                     assert message.read_text().endswith("\nEND\n"), message.name
+        assert len(versions) > 1  # the kills did land at different points of the loop
         left = temps(folder)
         removed = SafeWriter(root, SelfWriteLedger()).remove_stale_temps("Agent-1")
         assert removed == len(left) and not temps(folder)
@@ -509,7 +509,7 @@ class TestAlertEndpoint:
                 make_agent(root, "Agent-2")
                 stall = daemon.wait_event("stall_detected", timeout=10, agent="Agent-2",
                                           pipeline="healing")
-                assert stall["silent_for"] < 0.3 + 0.5
+                assert stall["silent_for"] < 0.3 + 1.5  # not held up by 3 tries of 5 s
 
 
 class TestInotifyLimit:

@@ -146,11 +146,13 @@ def flipping(real: Path, link_target: Path) -> Iterator[list[int]]:
     stop = threading.Event()
     swaps = [0]
     dfd = os.open(real.parent, os.O_RDONLY | os.O_DIRECTORY)
+    if not exchange(dfd, real.name, alt.name):
+        os.close(dfd)
+        pytest.skip("no RENAME_EXCHANGE here")
 
     def flip() -> None:
         while not stop.is_set():
-            if not exchange(dfd, real.name, alt.name):
-                pytest.skip("no RENAME_EXCHANGE here")
+            exchange(dfd, real.name, alt.name)
             swaps[0] += 1
 
     thread = threading.Thread(target=flip, daemon=True)
