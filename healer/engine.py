@@ -160,7 +160,10 @@ class Engine:
         found = self.scanner.scan(agent, now)
         if found is None or agent in self.monitor:
             return False
-        candidates = [t for t in (found.last_activity, stored) if t is not None]
+        # An open incident's silence start is the agent's last activity as healer knew it
+        # (its status.json may since hold healer's own write, which the scan leaves out).
+        opened = row.silence_started_at if row is not None else None
+        candidates = [t for t in (found.last_activity, stored, opened) if t is not None]
         # A new agent's clock starts when its folder appears (SPEC §1).
         last = min(max(candidates) if candidates else found.created, now)
         incident = self._incident_from_row(row) if row is not None else None
@@ -351,7 +354,6 @@ class Engine:
         )
         if row_id:
             self.monitor.attach_id(agent, row_id)
-            self._store_call(self.history.save_last_activity, {agent: incident.silence_start})
             return replace(incident, id=row_id)
         return incident
 

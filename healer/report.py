@@ -46,9 +46,10 @@ def agent_status(config: Config, store: Store | None, now: float | None = None) 
         found = scanner.scan(agent, now)
         if found is None:
             continue
-        times = [t for t in (found.last_activity, stored.get(agent)) if t is not None]
-        last = min(max(times), now) if times else None
         row = incidents.get(agent)
+        opened = row.silence_started_at if row is not None else None
+        times = [t for t in (found.last_activity, stored.get(agent), opened) if t is not None]
+        last = min(max(times), now) if times else None
         if row is not None and last is not None and last > row.silence_started_at:
             # The agent wrote after its silence began: the incident is over, only not yet
             # closed (healer is down, or about to see the event). Report what the files say.
