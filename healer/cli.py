@@ -129,7 +129,7 @@ def check(settings: _Settings, act: bool, as_json: bool, verbose: bool) -> None:
     alerter = Alerter.from_env(config.alerts.webhook_url, timeout=config.alerts.timeout,
                                max_tries=config.alerts.max_tries) if act else None
     clock = SystemClock()
-    engine = Engine(config, clock, store=store, alerter=alerter, record=act)
+    engine = Engine(config, clock, store=store, alerter=alerter, record=act, keep_actions=True)
     try:
         engine.start()
         now = clock.now()
@@ -145,7 +145,8 @@ def check(settings: _Settings, act: bool, as_json: bool, verbose: bool) -> None:
     report = {
         "checked": len(engine.monitor.table),
         "stalled": stalled,
-        "actions": [{"agent": a.agent, "action": a.action, "ok": a.ok} for a in engine.actions],
+        "actions": [{"agent": a.agent, "action": a.action, "ok": a.ok}
+                    for a in engine.actions or ()],
     }
     if as_json:
         click.echo(json.dumps(report))

@@ -190,7 +190,7 @@ class Daemon:
             now - self._last_prune >= prune_interval(self.config.retention)
         ):
             self._last_prune = now
-            self.engine._store_call(self.store.prune, now - self.config.retention)
+            self.engine.history.prune(now - self.config.retention)
         # Read the clock again: a step that healed (fsync) can take a while, and pacing
         # the pings by its start would send two of them back to back after it.
         self._ping(self.clock.now())

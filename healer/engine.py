@@ -3,7 +3,6 @@ Both `healer check` and `healer watch` drive it; only the source of activity dif
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,19 +26,19 @@ from healer.core.policy import (
     StallDetected,
     Step,
 )
-from healer.errors import ActionError, StoreError
+from healer.errors import ActionError
+from healer.history import HISTORY_PAUSE, History, incident_from_row
 from healer.pipelines import recovery
 from healer.pipelines.healing import ActionOutcome, Context, apply_rung, iso
 from healer.pipelines.messages import escalation_marker
 
-__all__ = ["ActionReport", "Engine"]
+__all__ = ["HISTORY_PAUSE", "STALE_TEMP_AGE", "ActionReport", "Engine"]
 
 log = structlog.get_logger()
 
 # A temp file of healer's older than this is a crash's leftover, not a write in progress
 # (of the daemon, say, while `check --now` starts beside it): writes take milliseconds.
 STALE_TEMP_AGE = 60.0
-HISTORY_PAUSE = 30.0  # seconds without history calls after one failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +61,19 @@ class Engine:
         alerter: Alerter | None = None,
         ledger: SelfWriteLedger | None = None,
         record: bool = True,
+        keep_actions: bool = False,
     ) -> None:
         self.config = config
         self.clock = clock
         self.store = store
         # `check` without --now and `--dry-run` read the history but never write it.
-        self.history = store if record and not config.dry_run else None
+        self.history = History(store if record and not config.dry_run else None, clock)
         # Only an engine that may write cleans up after a crashed one (a read-only check not).
         self.cleans_temps = record and not config.dry_run
         self.alerter = alerter
         self.ledger = ledger or SelfWriteLedger()
-        if self.history is not None:
-            self.ledger.on_note = self._persist_self_write
+        if self.history.enabled:
+            self.ledger.on_note = self.history.note_self_write
         self.writer = SafeWriter(
             config.workspaces, self.ledger, config.max_status_bytes, config.dry_run, clock=clock
         )
@@ -85,13 +85,11 @@ class Engine:
             max_status_bytes=config.max_status_bytes,
         )
         self.monitor = Monitor(self.policy_for, config.tick, clock.now())
-        self.actions: list[ActionReport] = []
+        # `check` reports what it did; a daemon must not keep every action of its lifetime.
+        self.actions: list[ActionReport] | None = [] if keep_actions else None
         self.counters: dict[str, int] = {
             "heal_actions": 0, "recovery_actions": 0, "escalations": 0, "recoveries": 0,
         }
-        self._action_ids: dict[tuple[int, int], int] = {}  # (incident id, attempt) -> action id
-        self._history_paused_until = float("-inf")
-        self.on_action: Callable[[ActionReport], None] | None = None
 
     # -- configuration --------------------------------------------------------------------
     def policy_for(self, agent: str) -> Policy:
@@ -112,13 +110,6 @@ class Engine:
         self.scanner.is_agent = config.is_agent_name
         self.monitor.set_policy(self.policy_for)
 
-    def _persist_self_write(self, path: str, ident: Any) -> None:
-        if self.history is None or ident is None:
-            return
-        self._store_call(
-            self.history.note_self_write, path, ident[0], ident[1], ident[2], self.clock.now()
-        )
-
     # -- membership -----------------------------------------------------------------------
     def start(self) -> int:
         """Initial scan: every agent's last activity from its files and the history."""
@@ -136,7 +127,7 @@ class Engine:
             self.add_agent(agent, stored.get(agent), carried.pop(agent, None), announce=False)
             self._honour_resolve(agent, resolved.get(agent))
         for row in carried.values():  # the agent's folder is gone
-            self._close_row(row, "resolved")
+            self.history.close(row.id, "resolved")
         return len(self.monitor.table)
 
     def _honour_resolve(self, agent: str, resolved_at: float | None) -> None:
@@ -166,9 +157,9 @@ class Engine:
         candidates = [t for t in (found.last_activity, stored, opened) if t is not None]
         # A new agent's clock starts when its folder appears (SPEC §1).
         last = min(max(candidates) if candidates else found.created, now)
-        incident = self._incident_from_row(row) if row is not None else None
-        if not self.monitor.add(agent, last, incident) and row is not None:
-            self._recovered(agent, incident or self._incident_from_row(row), last)
+        incident = incident_from_row(row, self.policy_for(agent)) if row is not None else None
+        if not self.monitor.add(agent, last, incident) and incident is not None:
+            self._recovered(agent, incident, last)
         if announce:
             log.info("agent_added", agent=agent)
         return True
@@ -176,7 +167,7 @@ class Engine:
     def remove_agent(self, agent: str) -> None:
         incident = self.monitor.remove(agent)
         if incident is not None and incident.id is not None:
-            self._close_row_id(incident.id, "resolved")
+            self.history.close(incident.id, "resolved")
         log.info("agent_removed", agent=agent)
 
     def reconcile(self) -> tuple[int, int]:
@@ -190,7 +181,7 @@ class Engine:
         for agent in sorted(known - present):
             self.remove_agent(agent)
             removed += 1
-        if self.history is not None and self.monitor.incidents():
+        if self.history.enabled and self.monitor.incidents():
             self._pick_up_resolves()
         return added, removed
 
@@ -268,13 +259,15 @@ class Engine:
                 silent_for=round(step.silent_for, 3), threshold=step.threshold,
             )
         elif isinstance(step, SettleAttempt):
-            self._settle(incident, step.attempt, "failed")
+            self.history.settle(self._current_id(incident), step.attempt, "failed")
         elif isinstance(step, HealAttempt):
             ctx = Context(agent, now, step.attempt, now - last, last, incident.actions[:-1])
             outcome = apply_rung(self.writer, step.action, ctx)
             # History first, log second: a crash right after the log line must find the
             # attempt on record, or a restart would redo it and detect the stall again.
-            self._update_row(incident, attempts=step.attempt, last_attempt_at=now)
+            self.history.update(
+                self._current_id(incident), attempts=step.attempt, last_attempt_at=now
+            )
             self._record(incident, Pipeline.HEALING, outcome, step.attempt, now)
         elif isinstance(step, RunRecovery):
             self._recover(agent, incident, now, last)
@@ -295,7 +288,7 @@ class Engine:
         self._alert(agent, "stalled", silent_for=round(now - last, 3), pipeline="recovery")
         self._record(incident, Pipeline.RECOVERY, ActionOutcome("alert", True), 0, now)
         stage = Stage.ESCALATED if incident.escalated else Stage.RECOVERING
-        self._update_row(incident, recovery_done=True, stage=stage.value)
+        self.history.update(self._current_id(incident), recovery_done=True, stage=stage.value)
 
     def _escalate(self, agent: str, incident: Incident, step: Escalate, now: float) -> None:
         tried = [f"- attempt {k}: {a}" for k, a in enumerate(step.actions, start=1)]
@@ -305,7 +298,7 @@ class Engine:
             marker_error = None
         except (ActionError, OSError) as exc:
             marker_error = str(exc)
-        self._update_row(incident, stage=Stage.ESCALATED.value, at=now)
+        self.history.update(self._current_id(incident), stage=Stage.ESCALATED.value, at=now)
         log.error("agent_escalated", agent=agent, attempts=step.attempts,
                   **({"error": marker_error} if marker_error else {}))
         self.counters["escalations"] += 1
@@ -322,40 +315,23 @@ class Engine:
             except (ActionError, OSError) as exc:
                 log.warning("marker_not_removed", agent=agent, error=str(exc))
         if incident.id is not None:
-            self._close_row_id(incident.id, "recovered", when)
+            self.history.close(incident.id, "recovered", when)
         if incident.recovery_done or incident.escalated:
             # Humans heard of this incident (the recovery alert or the escalation): close it.
             self._alert(agent, "recovered", silent_for=round(silent_for, 3),
                         attempts=incident.attempts)
-        if self.history is not None:
-            self._store_call(self.history.save_last_activity, {agent: when})
+        self.history.save_last_activity({agent: when})
 
     # -- history --------------------------------------------------------------------------
-    def _store_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.clock.now() < self._history_paused_until:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except StoreError as exc:
-            # The history is for operators; detection and healing go on without it. A locked
-            # history makes every call wait out the busy timeout, and a loop stuck in those
-            # waits misses stalls and its watchdog pings; so pause it rather than retry each.
-            self._history_paused_until = self.clock.now() + HISTORY_PAUSE
-            log.error("history_write_failed", error=str(exc), paused_for=HISTORY_PAUSE)
-            return None
-
     def _ensure_row(self, agent: str, incident: Incident, now: float) -> Incident:
-        if incident.id is not None or self.history is None:
+        if incident.id is not None:
             return incident
-        row_id = self._store_call(
-            self.history.open_incident, agent, opened_at=incident.opened_at,
-            silence_started_at=incident.silence_start, detected_at=now,
-            stage="healing" if self.config.healing_enabled else "recovering",
-        )
-        if row_id:
-            self.monitor.attach_id(agent, row_id)
-            return replace(incident, id=row_id)
-        return incident
+        stage = "healing" if self.config.healing_enabled else "recovering"
+        row_id = self.history.open_incident(incident, now, stage)
+        if row_id is None:
+            return incident
+        self.monitor.attach_id(agent, row_id)
+        return replace(incident, id=row_id)
 
     def _current_id(self, incident: Incident) -> int | None:
         if incident.id is not None:
@@ -363,33 +339,15 @@ class Engine:
         live = self.monitor.incident(incident.agent)
         return live.id if live is not None else None
 
-    def _update_row(self, incident: Incident, **fields: Any) -> None:
-        row_id = self._current_id(incident)
-        if row_id is not None and self.history is not None:
-            self._store_call(self.history.update_incident, row_id, **fields)
-
-    def _close_row_id(self, row_id: int, outcome: str, when: float | None = None) -> None:
-        if self.history is not None:
-            at = self.clock.now() if when is None else when
-            self._store_call(self.history.close_incident, row_id, closed_at=at, outcome=outcome)
-
-    def _close_row(self, row: IncidentRow, outcome: str) -> None:
-        self._close_row_id(row.id, outcome)
-
     def _record(
         self, incident: Incident, pipeline: Pipeline, outcome: ActionOutcome, attempt: int,
         now: float,
     ) -> None:
         agent = incident.agent
-        row_id = self._current_id(incident)
-        if self.history is not None and row_id is not None:
-            action_id = self._store_call(
-                self.history.record_action, ts=now, agent=agent, incident_id=row_id,
-                pipeline=pipeline.value, action=outcome.action, attempt=attempt,
-                applied_ok=outcome.ok, error=outcome.error,
-            )
-            if action_id and pipeline is Pipeline.HEALING:
-                self._action_ids[(row_id, attempt)] = action_id
+        self.history.record_action(
+            self._current_id(incident), agent, pipeline, outcome.action, attempt, outcome.ok,
+            outcome.error, now,
+        )
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
@@ -399,57 +357,14 @@ class Engine:
         else:
             self.counters["recovery_actions"] += 1
             log.log(30 if not outcome.ok else 20, "recovery_action", **fields)
-        report = ActionReport(agent, outcome.action, outcome.ok, pipeline.value)
-        self.actions.append(report)
-        if self.on_action is not None:
-            self.on_action(report)
-
-    def _settle(self, incident: Incident, attempt: int, outcome: str) -> None:
-        row_id = self._current_id(incident)
-        if row_id is None or self.history is None:
-            return
-        action_id = self._action_ids.pop((row_id, attempt), None)
-        if action_id is None:
-            action_id = self._store_call(self.history.action_id_for, row_id, attempt)
-        if action_id:
-            self._store_call(self.history.settle_action, action_id, outcome)
-
-    def _incident_from_row(self, row: IncidentRow) -> Incident:
-        policy = self.policy_for(row.agent)
-        attempts = row.attempts
-        escalated = row.stage == "escalated"
-        # An escalated incident has no attempt left: a next-attempt time would keep it due.
-        next_at = (
-            row.last_attempt_at + policy.heal_after
-            if row.last_attempt_at is not None and not escalated else None
-        )
-        return Incident(
-            agent=row.agent,
-            silence_start=row.silence_started_at,
-            opened_at=row.opened_at,
-            attempts=attempts,
-            next_attempt_at=next_at,
-            # Detected at or past heal_after means the healing stall was logged then, even if
-            # healer died before attempt 1 was on record: resuming must not log it again.
-            healing_detected=(
-                attempts > 0 or row.stage == "escalated" or (
-                    policy.healing_enabled
-                    and row.detected_at - row.silence_started_at >= policy.heal_after
-                )
-            ),
-            recovery_done=row.recovery_done,
-            escalated=row.stage == "escalated",
-            actions=tuple(policy.rung(k) for k in range(1, attempts + 1)) if policy.ladder else (),
-            id=row.id,
-        )
+        if self.actions is not None:
+            self.actions.append(ActionReport(agent, outcome.action, outcome.ok, pipeline.value))
 
     def _pick_up_resolves(self) -> None:
         """`healer resolve` closes incidents in the history; the daemon follows it here."""
-        assert self.history is not None
-        rows = self._store_call(self.history.open_incidents)
-        if rows is None:
+        still_open = self.history.open_ids()
+        if still_open is None:
             return
-        still_open = {row.id for row in rows}
         for agent, incident in self.monitor.incidents().items():
             if incident.id is not None and incident.id not in still_open:
                 self.monitor.resolve(agent, self.clock.now())
@@ -473,8 +388,7 @@ class Engine:
 
     def save(self) -> None:
         """Persist what a restart needs (called on a clean stop)."""
-        if self.history is not None:
-            self._store_call(self.history.save_last_activity, dict(self.monitor.table.items()))
+        self.history.save_last_activity(dict(self.monitor.table.items()))
 
     def stalled(self, now: float) -> list[dict[str, Any]]:
         """Agents silent past a threshold or with an open incident, for `check`."""
