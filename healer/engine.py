@@ -39,6 +39,10 @@ log = structlog.get_logger()
 # A temp file of healer's older than this is a crash's leftover, not a write in progress
 # (of the daemon, say, while `check --now` starts beside it): writes take milliseconds.
 STALE_TEMP_AGE = 60.0
+# An agent whose step raised (a bug meeting some input no test foresaw) is looked at again
+# after this long instead of at every tick: one bad folder must neither kill the daemon
+# nor spin it.
+FAILED_STEP_BACKOFF = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +214,24 @@ class Engine:
         # the writes and fsyncs of all the others.
         acting: list[tuple[str, Incident, list[Step], float]] = []
         for agent in due:
-            decided = self._decide(agent, now)
+            try:
+                decided = self._decide(agent, now)
+            except Exception:
+                self._step_failed(agent, now)
+                continue
             if decided is not None:
                 acting.append(decided)
         for agent, incident, steps, last in acting:
-            for step in steps:
-                incident = self._carry_out(agent, incident, step, now, last)
+            try:
+                for step in steps:
+                    incident = self._carry_out(agent, incident, step, now, last)
+            except Exception:
+                self._step_failed(agent, now)
         return len(due)
+
+    def _step_failed(self, agent: str, now: float) -> None:
+        log.exception("agent_step_failed", agent=agent, retry_in=FAILED_STEP_BACKOFF)
+        self.monitor.defer(agent, now + FAILED_STEP_BACKOFF)
 
     def _decide(self, agent: str, now: float) -> tuple[str, Incident, list[Step], float] | None:
         """Re-check the agent's files, run the policy and report its stalls; returns the

@@ -119,6 +119,12 @@ class Monitor:
         self._arm(agent)
         return decision
 
+    def defer(self, agent: str, until: float) -> None:
+        """Nothing is due for `agent` before `until` (unless it shows activity first)."""
+        if agent in self.table:
+            self._hold[agent] = max(until, self._hold.get(agent, until))
+            self._arm(agent)
+
     def rearm(self, agent: str) -> None:
         """Arm `agent`'s timer again. For a caller that took a due agent (its timer is
         spent) and then recorded activity the table had missed: observe() alone leaves no

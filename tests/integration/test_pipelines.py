@@ -381,3 +381,34 @@ class TestMassStall:
             rig.run(TICK)
         names = [e["event"] for e in logs if e["event"] in ("stall_detected", "heal_action")]
         assert names == ["stall_detected"] * 20 + ["heal_action"] * 20
+
+
+class TestCrashLoopGuard:
+    def test_an_agent_whose_step_raises_is_deferred_and_the_others_go_on(
+        self, swarm: tuple[Path, Config], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bug meeting one agent's input must neither stop the engine nor make it retry
+        that agent at every tick."""
+        from healer.core import statusdoc
+        from healer.engine import FAILED_STEP_BACKOFF
+
+        real = statusdoc.apply_force_update
+        calls: list[str] = []
+
+        def explode(doc: dict[str, Any], now: Any, attempt: int) -> dict[str, Any]:
+            calls.append(str(doc.get("agent_id")))
+            if doc.get("agent_id") == "Agent-1":
+                raise RuntimeError("unforeseen input")
+            return real(doc, now, attempt)
+
+        monkeypatch.setattr(statusdoc, "apply_force_update", explode)
+        root, config = swarm
+        rig = Rig(root, config)
+        set_age(root, rig.clock.now())
+        rig.start()
+        with capture_logs() as logs:
+            rig.run(HEAL + 5 * TICK)
+        failed = events(logs, "agent_step_failed", "Agent-1")
+        assert len(failed) == 1 and failed[0]["retry_in"] == FAILED_STEP_BACKOFF
+        assert [h["agent"] for h in events(logs, "heal_action")] == ["Agent-2", "Agent-3"]
+        assert calls.count("Agent-1") == 1  # not retried at every tick

@@ -151,3 +151,28 @@ class TestMonitor:
         assert len(detected) == 10_000
         assert len({r[1] for r in detected}) == 10_000
         assert RunRecovery.__name__ not in {r[2] for r in rows}
+
+    def test_defer_holds_an_agent_until_the_given_time(self, clock: FakeClock) -> None:
+        monitor = Monitor(lambda a: POLICY, TICK, clock.now())
+        start = clock.now()
+        monitor.add("Agent-1", start)
+        monitor.defer("Agent-1", start + 5.0)
+        assert run_until(monitor, clock, start + 4.9) == []
+        rows = run_until(monitor, clock, start + 5.2)
+        assert rows and rows[0][2] == "StallDetected"
+
+    def test_rearm_restores_the_timer_of_an_agent_taken_off_the_wheel(
+        self, clock: FakeClock
+    ) -> None:
+        """A caller that took a due agent and then recorded activity the table had missed
+        must be able to put the agent back on the wheel, or it is never looked at again."""
+        monitor = Monitor(lambda a: POLICY, TICK, clock.now())
+        start = clock.now()
+        monitor.add("Agent-1", start)
+        clock.advance(2.05)
+        assert monitor.due(clock.now()) == ["Agent-1"]
+        monitor.observe("Agent-1", clock.now())
+        assert monitor.wheel.deadline("Agent-1") is None
+        monitor.rearm("Agent-1")
+        assert monitor.wheel.deadline("Agent-1") == clock.now() + POLICY.heal_after
+
