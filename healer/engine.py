@@ -366,6 +366,8 @@ class Engine:
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
+        if self.config.dry_run:
+            fields["dry_run"] = True  # decided and logged, not written: no one may think so
         if pipeline is Pipeline.HEALING:
             self.counters["heal_actions"] += 1
             log.log(30 if not outcome.ok else 20, "heal_action", attempt=attempt, **fields)

@@ -228,6 +228,8 @@ class TestHealingTimeline:
         with capture_logs() as logs:
             rig.run(60)
         assert events(logs, "stall_detected") and events(logs, "agent_escalated")
+        acted = events(logs, "heal_action") + events(logs, "recovery_action")
+        assert acted and all(e.get("dry_run") is True for e in acted)
         after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
         assert after == before
 
