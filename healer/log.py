@@ -38,7 +38,9 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write() per line (PrintLogger writes the newline separately): lines from
+        # several processes sharing a terminal or a log file never run into each other.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     # Libraries that log through the standard library (watchdog warns of inotify queue

@@ -44,3 +44,23 @@ class TestConfigureLogging:
         configure_logging("json", "info", buf)
         logging.getLogger("somelib").warning("once")
         assert len(buf.getvalue().splitlines()) == 1
+
+    def test_each_line_is_one_write(self) -> None:
+        """A line and its newline leave in one write, so two processes sharing a terminal
+        never splice their lines together."""
+
+        class Recorder(io.StringIO):
+            def __init__(self) -> None:
+                super().__init__()
+                self.writes: list[str] = []
+
+            def write(self, text: str) -> int:
+                self.writes.append(text)
+                return super().write(text)
+
+        stream = Recorder()
+        configure_logging("json", "info", stream)
+        structlog.get_logger().info("heal_action", agent="Agent-1")
+        configure_logging("console", "info", stream)
+        structlog.get_logger().info("heal_action", agent="Agent-1")
+        assert len(stream.writes) == 2 and all(w.endswith("\n") for w in stream.writes)
