@@ -41,6 +41,14 @@ def make_agent(root: Path, name: str, status: dict[str, object] | bytes | None =
 
 
 @pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty workspace root."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A workspace with one agent per real status fixture's agent (latest file wins)."""
     root = tmp_path / "ws"

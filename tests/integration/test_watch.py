@@ -151,13 +151,6 @@ class Writer(threading.Thread):
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    return ws
-
-
-@pytest.fixture
 def scratch(tmp_path: Path) -> Path:
     path = tmp_path / "outside"
     path.mkdir()

@@ -33,13 +33,6 @@ Doc = dict[str, Any]
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    return ws
-
-
-@pytest.fixture
 def ledger() -> SelfWriteLedger:
     return SelfWriteLedger()
 
