@@ -81,6 +81,17 @@ def outside(tmp_path: Path) -> Path:
     return folder
 
 
+
+def check_now(cwd: Path, root: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`healer check --now --json` as a process, with an empty config of its own."""
+    (cwd / "c.yml").write_text("")
+    return subprocess.run(
+        [sys.executable, "-m", "healer", "--config", str(cwd / "c.yml"),
+         "--workspaces", str(root), "check", "--now", "--json"],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+    )
+
+
 class TestSymlinks:
     @pytest.mark.parametrize("into", ["outside", "other_agent"])
     def test_status_symlink_is_never_written_through(
@@ -215,12 +226,7 @@ class TestSpecialFiles:
         status.json, in devlogs and in the inbox, and a device node; the FIFO stays."""
         root = tmp_path / "ws"
         self._workspace(root)
-        (tmp_path / "c.yml").write_text("")
-        done = subprocess.run(
-            [sys.executable, "-m", "healer", "--config", str(tmp_path / "c.yml"),
-             "--workspaces", str(root), "check", "--now", "--json"],
-            capture_output=True, text=True, timeout=30, cwd=tmp_path,
-        )
+        done = check_now(tmp_path, root, timeout=30)
         assert done.returncode == 1, done.stderr
         report = json.loads(done.stdout)
         assert {s["agent"] for s in report["stalled"]} == {"Agent-1", "Agent-2"}
@@ -289,12 +295,7 @@ class TestAgentNames:
         written outside each agent's own folder and nothing is executed."""
         root = tmp_path / "ws"
         self._workspace(root)
-        (tmp_path / "c.yml").write_text("")
-        done = subprocess.run(
-            [sys.executable, "-m", "healer", "--config", str(tmp_path / "c.yml"),
-             "--workspaces", str(root), "check", "--now", "--json"],
-            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        )
+        done = check_now(tmp_path, root, timeout=60)
         assert done.returncode == 1, done.stderr
         report = json.loads(done.stdout)
         assert report["checked"] == len(ODD_NAMES)
