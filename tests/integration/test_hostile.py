@@ -81,7 +81,6 @@ def outside(tmp_path: Path) -> Path:
     return folder
 
 
-
 def check_now(cwd: Path, root: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     """`healer check --now --json` as a process, with an empty config of its own."""
     (cwd / "c.yml").write_text("")
