@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "SystemClock", "iso"]
 
 
 class Clock(Protocol):
@@ -19,3 +20,8 @@ class SystemClock:
 
     def now(self) -> float:
         return time.time()
+
+
+def iso(when: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with a `Z`, the form healer writes everywhere."""
+    return datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z")

@@ -12,7 +12,7 @@ from healer.adapters.alerts import Alerter
 from healer.adapters.scan import Scanner
 from healer.adapters.store import IncidentRow, Store
 from healer.adapters.writer import SafeWriter, SelfWriteLedger
-from healer.clock import Clock
+from healer.clock import Clock, iso
 from healer.config import Config
 from healer.core.model import Pipeline, Stage
 from healer.core.monitor import Monitor
@@ -29,7 +29,7 @@ from healer.core.policy import (
 from healer.errors import ActionError
 from healer.history import HISTORY_PAUSE, History, incident_from_row
 from healer.pipelines import recovery
-from healer.pipelines.healing import ActionOutcome, Context, apply_rung, iso
+from healer.pipelines.healing import ActionOutcome, Context, apply_rung
 from healer.pipelines.messages import escalation_marker
 
 __all__ = ["HISTORY_PAUSE", "STALE_TEMP_AGE", "ActionReport", "Engine"]

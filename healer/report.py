@@ -13,6 +13,7 @@ import click
 from healer.adapters.scan import Scanner
 from healer.adapters.store import Store
 from healer.adapters.writer import SelfWriteLedger
+from healer.clock import iso
 from healer.config import Config
 
 __all__ = ["age", "agent_status", "fit", "live_status", "render_stats", "render_status"]
@@ -24,9 +25,7 @@ STAGE_COLORS = {
 
 
 def _iso(when: float | None) -> str | None:
-    if when is None:
-        return None
-    return datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z")
+    return None if when is None else iso(when)
 
 
 def agent_status(config: Config, store: Store | None, now: float | None = None) -> dict[str, Any]:

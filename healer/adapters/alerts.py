@@ -17,13 +17,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from healer import __version__
-from healer.clock import Clock, SystemClock
+from healer.clock import Clock, SystemClock, iso
 
 __all__ = ["DISCORD_ENV", "TRANSITIONS", "Alert", "Alerter", "Delivery"]
 
@@ -312,15 +311,11 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
 def _webhook_payload(alert: Alert) -> bytes:
     payload = {
         "agent": alert.agent,
         "transition": alert.transition,
-        "timestamp": _iso(alert.timestamp),
+        "timestamp": iso(alert.timestamp),
         "details": dict(alert.details),
     }
     return json.dumps(payload, default=str).encode()
@@ -328,7 +323,7 @@ def _webhook_payload(alert: Alert) -> bytes:
 
 def _discord_line(alert: Alert) -> str:
     extra = ", ".join(f"{key}={value}" for key, value in alert.details.items())
-    line = f"healer: {alert.agent} {alert.transition} at {_iso(alert.timestamp)}"
+    line = f"healer: {alert.agent} {alert.transition} at {iso(alert.timestamp)}"
     if extra:
         line += f" ({extra})"
     # One line: details may carry newlines (task titles), which would split the message.

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from healer.adapters.writer import SafeWriter
+from healer.clock import iso
 from healer.core import statusdoc
 from healer.errors import ActionError
 from healer.pipelines.messages import rescue_filename, rescue_message
 
-__all__ = ["ActionOutcome", "Context", "apply_rung", "drop_rescue", "iso"]
+__all__ = ["ActionOutcome", "Context", "apply_rung", "drop_rescue"]
 
 ADVICE = {
     "clear_stuck_tasks": (
@@ -31,10 +32,6 @@ ADVICE = {
         "a long job, set `busy_until` in status.json."
     ),
 }
-
-
-def iso(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from healer.adapters.writer import SafeWriter
+from healer.clock import iso
 from healer.core import statusdoc
 from healer.errors import ActionError
-from healer.pipelines.healing import ADVICE, ActionOutcome, Context, drop_rescue, iso
+from healer.pipelines.healing import ADVICE, ActionOutcome, Context, drop_rescue
 from healer.pipelines.messages import reassignment_message
 
 __all__ = ["MAX_CANDIDATES", "reassign_tasks", "rescue"]
