@@ -48,9 +48,6 @@ try:
 except (OSError, AttributeError):  # no inotify here: watchdog will say so at start
     _LIBC = None
 
-# How far behind a write this thread may plausibly handle its event (see _written_at).
-MAX_EVENT_LAG = 2.0
-
 # What the kernel is asked for. Opens and reads (healer's own reads included) are not.
 EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileDeletedEvent, FileMovedEvent,
@@ -242,32 +239,12 @@ class Watcher:
         observations = classify(
             src or "", kind, dest=dest, inbox_mode=self.inbox_mode, is_agent=self.is_agent
         )
-        when = now
         for obs in observations:
-            if obs.activity:
-                if self._own_file(kind, src, dest):
-                    continue
-                when = self._written_at(dest or src, now)
-            self.changes.append(Change(obs.agent, when, obs.activity))
+            if obs.activity and self._own_file(kind, src, dest):
+                continue
+            self.changes.append(Change(obs.agent, now, obs.activity))
         if observations and not self.wake.is_set():
             self.wake.set()
-
-    def _written_at(self, rel: str | None, now: float) -> float:
-        """When the change happened: the file's ctime if it is a plausible one, else now.
-        Under load this thread handles an event a while after the write; stamping it with
-        the handling time would make the agent look younger and its stall land late.
-        ctime, not mtime: a rename keeps the content's mtime (a message written a second
-        ago and filed away now) and cp -p / rsync -t set it into the past, while ctime is
-        the kernel's time of the last write, rename or chmod and cannot be set. A ctime
-        older than MAX_EVENT_LAG (a filesystem that does not update it on rename) or in
-        the future is not trusted: then it is now."""
-        if rel is None:
-            return now
-        try:
-            changed = os.lstat(self._prefix + rel).st_ctime
-        except OSError:
-            return now  # gone already (a deletion, a message filed away): its time is now
-        return changed if now - MAX_EVENT_LAG <= changed <= now else now
 
     def _folder_change(
         self, kind: EventKind, src: str | None, dest: str | None, now: float
