@@ -29,6 +29,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+from watchdog.observers import inotify_move_event_grouper
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -47,6 +48,14 @@ try:
     _LIBC.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 except (OSError, AttributeError):  # no inotify here: watchdog will say so at start
     _LIBC = None
+
+# watchdog holds an IN_MOVED_FROM back for `delay` seconds to pair it with its IN_MOVED_TO,
+# and when its reader thread takes that event before the pair arrives it sleeps the whole
+# delay, holding up every event behind it: any rename (an atomic replace, sed -i, a
+# message filed away) could make every agent's activity land half a second late. The
+# kernel queues both halves of a rename together, so a tenth of a second still pairs them.
+MOVE_PAIRING_DELAY = 0.1
+inotify_move_event_grouper.InotifyMoveEventGrouper.delay = MOVE_PAIRING_DELAY
 
 # What the kernel is asked for. Opens and reads (healer's own reads included) are not.
 EVENT_FILTER: list[type[FileSystemEvent]] = [
