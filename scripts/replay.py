@@ -46,7 +46,7 @@ __all__ = [
 
 DEFAULT_TRACE = Path(
     os.environ.get("HEALER_TRACE")
-    or Path(__file__).resolve().parents[2] / "shared/data/dreamos_activity_trace.jsonl"
+    or Path(__file__).resolve().parents[1] / "tests/data/dreamos_activity_trace.jsonl"
 )
 SOURCES = ("status", "devlog", "inbox")
 

@@ -11,11 +11,16 @@ import pytest
 from healer.config import Config
 from healer.testing import FakeClock
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURES = SHARED / "fixtures" / "dreamos"
-STATUS_FIXTURES = sorted((FIXTURES / "status").glob("*.json"))
-MALFORMED_FIXTURE = FIXTURES / "status" / "Agent-1_9b3d8b004.json"
-TRACE = SHARED / "data" / "dreamos_activity_trace.jsonl"
+# The real swarm's files and activity trace live in the repository (tests/fixtures, tests/data):
+# a plain clone runs the whole suite. Absent data is an error, never a skip.
+TESTS = Path(__file__).resolve().parent
+FIXTURES = TESTS / "fixtures" / "dreamos"
+STATUS_DIR = FIXTURES / "status"
+STATUS_FIXTURES = sorted(STATUS_DIR.glob("*.json"))
+MALFORMED_FIXTURE = STATUS_DIR / "Agent-1_9b3d8b004.json"
+TRACE = TESTS / "data" / "dreamos_activity_trace.jsonl"
+if len(STATUS_FIXTURES) < 38 or not MALFORMED_FIXTURE.is_file() or not TRACE.is_file():
+    raise RuntimeError(f"test data missing under {TESTS}: fixtures/ and data/ ship with the repo")
 
 
 @pytest.fixture

@@ -13,12 +13,10 @@ if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
 import bench_runs  # noqa: E402 (the scripts folder is put on the path first)
-import replay  # noqa: E402
 
 DAY = 86400.0
 
 
-@pytest.mark.skipif(not replay.DEFAULT_TRACE.is_file(), reason="the activity trace is absent")
 class TestTraceReplay:
     @pytest.mark.timeout(60)
     def test_a_week_of_the_trace_is_scored_perfectly(self, tmp_path: Path) -> None:

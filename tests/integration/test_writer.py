@@ -23,8 +23,8 @@ from healer.core.model import TEMP_MARKER
 from healer.errors import ActionError, UnsafePathError, WriteConflictError
 from healer.pipelines.messages import rescue_filename
 from healer.testing import FakeClock
+from tests.conftest import STATUS_DIR
 
-STATUS_DIR = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dreamos" / "status"
 MALFORMED = STATUS_DIR / "Agent-1_9b3d8b004.json"
 FIXTURES = sorted(STATUS_DIR.glob("*.json"))
 PARSEABLE = [p for p in FIXTURES if p != MALFORMED]

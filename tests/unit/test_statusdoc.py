@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from healer.core import statusdoc as sd
+from tests.conftest import STATUS_DIR
 
-FIXTURES = Path("/work/shared/fixtures/dreamos/status")
+FIXTURES = STATUS_DIR
 MALFORMED = "Agent-1_9b3d8b004.json"
 ALL_FILES = sorted(FIXTURES.glob("*.json"))
 PARSEABLE = [p for p in ALL_FILES if p.name != MALFORMED]
