@@ -1,5 +1,6 @@
-"""Prometheus metrics (optional extra `healer[metrics]`): a collector that reads the daemon's
-state at scrape time, so ingesting an event costs nothing extra but one histogram sample."""
+"""Prometheus metrics (prometheus-client is a dependency: a plain install serves them): a
+collector that reads the daemon's state at scrape time, so ingesting an event costs nothing
+extra but one histogram sample."""
 
 from __future__ import annotations
 
@@ -118,12 +119,8 @@ def parse_addr(addr: str) -> tuple[str, int]:
 
 def serve_metrics(addr: str, daemon: Daemon) -> Metrics:
     """Serve /metrics on `addr` (HOST:PORT; an empty host means loopback, not all interfaces)."""
-    try:
-        from prometheus_client import CollectorRegistry, start_http_server
-    except ImportError:
-        raise ConfigError(
-            "healer.metrics_addr: metrics need prometheus-client (pip install 'healer[metrics]')"
-        ) from None
+    from prometheus_client import CollectorRegistry, start_http_server
+
     host, port = parse_addr(addr)
     registry = CollectorRegistry()
     registry.register(_Collector(daemon))
