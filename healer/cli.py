@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from healer import __version__
-from healer.config import LOG_FORMATS, LOG_LEVELS, Config, load_config
+from healer.config import LOG_FORMATS, LOG_LEVELS, Config, load_config, require_tick_fits
 from healer.errors import ConfigError, HealerError, StoreError, UsageError
 from healer.log import configure_logging
 
@@ -90,7 +90,11 @@ def watch(settings: _Settings, heal_after: float | None, recover_after: float | 
              "poll": poll, "dry_run": dry_run, "metrics_addr": metrics_addr}
     config = settings.build(**flags)
     try:
-        daemon = Daemon(config, reload=lambda: settings.load(**flags))
+        require_tick_fits(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    try:
+        daemon = Daemon(config, reload=lambda: require_tick_fits(settings.load(**flags)))
         if config.metrics_addr:
             from healer.adapters.metrics import serve_metrics
 
@@ -126,8 +130,7 @@ def check(settings: _Settings, act: bool, as_json: bool, verbose: bool) -> None:
 
     config = settings.build()
     store = _open_history(config, write=act and not config.dry_run)
-    alerter = Alerter.from_env(config.alerts.webhook_url, timeout=config.alerts.timeout,
-                               max_tries=config.alerts.max_tries) if act else None
+    alerter = Alerter.from_config(config.alerts) if act else None
     clock = SystemClock()
     engine = Engine(config, clock, store=store, alerter=alerter, record=act, keep_actions=True)
     try:

@@ -24,6 +24,7 @@ __all__ = [
     "Config",
     "load_config",
     "parse_duration",
+    "require_tick_fits",
 ]
 
 DEFAULT_CONFIG_PATH = Path("config/orchestration.yml")
@@ -417,10 +418,12 @@ def load_config(
     config = Config(**values)
     if disabled:
         config = replace(config, ladder=tuple(a for a in config.ladder if a not in disabled))
-    return _check_relations(config)
+    return config
 
 
-def _check_relations(config: Config) -> Config:
+def require_tick_fits(config: Config) -> Config:
+    """What only `watch` needs: a tick no longer than the shortest threshold, or detection
+    could not land within one tick. `check` has no tick and is not refused over it."""
     if config.tick > min(config.heal_after, config.recover_after):
         raise ConfigError(
             f"healer.tick: {config.tick:g}s is longer than the shortest threshold "

@@ -65,12 +65,7 @@ class Daemon:
         self.store: Store | None = None
         if not config.dry_run:
             self.store = Store.open(config.state_path / "healer.db")
-        self.alerter = Alerter.from_env(
-            config.alerts.webhook_url,
-            timeout=config.alerts.timeout,
-            max_tries=config.alerts.max_tries,
-            backoff=config.alerts.backoff,
-        )
+        self.alerter = Alerter.from_config(config.alerts)
         self.engine = Engine(config, self.clock, store=self.store, alerter=self.alerter)
         self.watcher = Watcher(
             config.workspaces,

@@ -23,6 +23,7 @@ import structlog
 
 from healer import __version__
 from healer.clock import Clock, SystemClock, iso
+from healer.config import AlertsConfig
 
 __all__ = ["DISCORD_ENV", "TRANSITIONS", "Alert", "Alerter", "Delivery"]
 
@@ -121,6 +122,15 @@ class Alerter:
         env = os.environ if environ is None else environ
         discord = env.get(DISCORD_ENV, "").strip() or None
         return cls(discord, webhook_url or None, **kwargs)
+
+    @classmethod
+    def from_config(cls, alerts: AlertsConfig, **kwargs: Any) -> Alerter:
+        """The one way `watch` and `check --now` build their alerter: every setting of
+        `healer.alerts` applies to both."""
+        return cls.from_env(
+            alerts.webhook_url, timeout=alerts.timeout, max_tries=alerts.max_tries,
+            backoff=alerts.backoff, **kwargs,
+        )
 
     @property
     def targets(self) -> tuple[str, ...]:

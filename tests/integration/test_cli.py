@@ -429,3 +429,65 @@ class TestMetricsAddress:
         """Anything else is a ConfigError naming the key, not a crash."""
         with pytest.raises(ConfigError, match=r"healer\.metrics_addr"):
             parse_addr(addr)
+
+
+class _Failing:
+    """A webhook that answers 500 to its first POST and 200 after, noting when each came."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        times: list[float] = []
+        self.times = times
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                times.append(time.monotonic())
+                self.send_response(500 if len(times) == 1 else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TestCheckSettings:
+    def test_check_now_retries_alerts_with_the_configured_backoff(self, tmp_path: Path) -> None:
+        """`check --now` builds its alerter from every `healer.alerts` setting, as `watch`
+        does: with backoff 2 s the retry comes at least 1 s after the failed POST (equal
+        jitter), where the class default of 0.5 s would retry within half a second."""
+        root = tmp_path / "ws"
+        _agent(root, "Agent-1", age=AGE)
+        hook = _Failing()
+        try:
+            _config(tmp_path, "overnight:\n  self_healing: {stall_threshold: 1}\n"
+                    "  monitoring: {stall_timeout: 2}\n"
+                    f"healer:\n  alerts: {{webhook_url: '{hook.url}', backoff: 2, "
+                    "max_tries: 2, timeout: 5}\n")
+            done = _healer(tmp_path, "check", "--now", "--json", root=root)
+        finally:
+            hook.close()
+        assert done.returncode == 1, done.stderr
+        assert len(hook.times) == 2, hook.times
+        assert hook.times[1] - hook.times[0] >= 0.95
+
+    def test_check_is_not_refused_over_a_tick_only_watch_needs(self, tmp_path: Path) -> None:
+        """stall_threshold 0.05 with the default 1 s tick: `check` has no tick and runs,
+        `watch` refuses it with exit 2 naming healer.tick."""
+        root = tmp_path / "ws"
+        _agent(root, "Agent-1", age=AGE)
+        _config(tmp_path, "overnight:\n  self_healing: {stall_threshold: 0.05}\n")
+        done = _healer(tmp_path, "check", "--json", root=root)
+        assert done.returncode == 1, done.stderr
+        assert _json(done)["stalled"][0]["agent"] == "Agent-1"
+        _usage_error(_healer(tmp_path, "watch", root=root), "healer.tick")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from healer.config import Config, load_config, parse_duration
+from healer.config import Config, load_config, parse_duration, require_tick_fits
 from healer.errors import ConfigError
 from tests.conftest import FIXTURES
 
@@ -130,9 +130,15 @@ healer:
             load_config(path, env={})
         assert "secret-token" not in str(info.value)
 
-    def test_a_tick_longer_than_a_threshold_is_refused(self, tmp_path: Path) -> None:
+    def test_a_tick_longer_than_a_threshold_is_refused_for_watch(self, tmp_path: Path) -> None:
+        config = load_config(None, env={}, cli={"heal_after": 0.5, "tick": 1.0})
         with pytest.raises(ConfigError, match=r"healer\.tick"):
-            load_config(None, env={}, cli={"heal_after": 0.5, "tick": 1.0})
+            require_tick_fits(config)
+
+    def test_a_tick_longer_than_a_threshold_still_loads_for_check(self, tmp_path: Path) -> None:
+        """`check` has no tick: a short threshold with the default tick must not stop it."""
+        path = write(tmp_path, "overnight:\n  self_healing: {stall_threshold: 0.05}\n")
+        assert load_config(path, env={}).heal_after == 0.05
 
     def test_unknown_seed_sections_are_ignored(self, tmp_path: Path) -> None:
         path = write(tmp_path, "orchestration: {x: 1}\novernight:\n  scheduling: {a: b}\n")
