@@ -13,6 +13,7 @@ from healer.core.commands import (
     render,
     template_problem,
 )
+from healer.testing import FakeClock, RecordingCommandRunner
 
 VALUES = {"agent": "Agent-3", "agent_dir": "/ws/Agent-3", "attempt": "2", "silent_for": "125",
           "transition": "stalled"}
@@ -112,3 +113,43 @@ class TestResult:
                              error="timed out after 10s")
         assert late.log_fields()["timed_out"] is True
         assert late.log_fields()["error"] == "timed out after 10s"
+
+
+class TestRecordingCommandRunner:
+    def test_records_and_finishes_in_order(self) -> None:
+        clock = FakeClock()
+        runner = RecordingCommandRunner(now=clock.now)
+        first, second = request("Agent-1"), request("Agent-2")
+        runner.submit(first)
+        runner.submit(second)
+        assert runner.submitted == [first, second] and runner.drain() == []
+        assert not runner.wake.is_set()
+        clock.advance(5)
+        done = runner.finish(exit_code=3, output="boom", duration=1.5)
+        assert done.request is first and not done.ok and done.ended_at == clock.now()
+        assert runner.wake.is_set() and runner.drain() == [done] and runner.drain() == []
+        assert runner.unfinished == [second]
+        late = runner.finish(second, exit_code=-15, timed_out=True, error="timed out")
+        assert not late.ok and late.timed_out and runner.unfinished == []
+
+    def test_respond_answers_at_once(self) -> None:
+        def respond(req: CommandRequest) -> CommandResult | None:
+            return CommandResult(req, True, 0, 0.1) if req.agent == "Agent-1" else None
+
+        runner = RecordingCommandRunner(respond)
+        runner.submit(request("Agent-1"))
+        runner.submit(request("Agent-2"))
+        assert [r.request.agent for r in runner.drain()] == ["Agent-1"]
+        assert [r.agent for r in runner.unfinished] == ["Agent-2"]
+
+    def test_after_close_a_submit_is_not_run(self) -> None:
+        runner = RecordingCommandRunner()
+        runner.close()
+        runner.submit(request())
+        [result] = runner.drain()
+        assert not result.ok and result.error == "not run: healer is stopping"
+        assert runner.unfinished == []
+
+    def test_finish_without_a_run_is_a_test_error(self) -> None:
+        with pytest.raises(AssertionError):
+            RecordingCommandRunner().finish()
