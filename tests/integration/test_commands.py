@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 
 from healer.adapters.commands import OUTPUT_LIMIT, SubprocessCommandRunner, tail_text
 from healer.core.commands import CommandRequest, CommandResult, CommandSpec
-from tests.integration.daemon import poll_until
+from tests.integration.daemon import daemon_env, poll_until, watch_args
 
 pytestmark = pytest.mark.integration
 
@@ -395,3 +396,33 @@ class TestPool:
         pool.submit(late)
         [refused] = pool.drain()
         assert refused.request is late and refused.error == "not run: healer is stopping"
+
+
+class TestBadCommandConfigExitsTwo:
+    @pytest.mark.parametrize(("text", "key"), [
+        ("healer:\n  commands: {nudge: {run: [tmux]}}\n  ladder: [force_update, nudge, reboot]\n",
+         "healer.ladder[2]"),
+        ("healer:\n  commands:\n    nudge: {run: 'tmux send-keys -t x continue Enter'}\n",
+         "healer.commands.nudge.run"),
+        ("healer:\n  commands:\n    reset_status: {run: [my-reset]}\n",
+         "healer.commands.reset_status"),
+        ("healer:\n  commands: {page: {run: [pager, '{agnet}']}}\n",
+         "healer.commands.page.run[1]"),
+        ("healer:\n  on: {escalated: [page_oncall]}\n", "healer.on.escalated[0]"),
+    ])
+    def test_every_command_exits_two_naming_the_key(
+        self, tmp_path: Path, root: Path, text: str, key: str
+    ) -> None:
+        """The bad config stops healer before it touches anything: one line, exit 2."""
+        config = tmp_path / "healer-test.yml"
+        config.write_text(text)
+        for command in (["check"], ["status"], watch_args()):
+            done = subprocess.run(
+                [sys.executable, "-m", "healer", "--workspaces", str(root), *command],
+                cwd=tmp_path, env=daemon_env(config), capture_output=True, text=True,
+                timeout=30,
+            )
+            assert done.returncode == 2, (command, done.stdout, done.stderr)
+            line = done.stderr.strip()
+            assert "\n" not in line and line.startswith(f"healer: {key}: "), line
+        assert list(root.iterdir()) == []

@@ -9,6 +9,8 @@ import pytest
 from healer.config import CommandSpec, Config, load_config
 from healer.errors import ConfigError
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
 TMUX = """
 healer:
   commands:
@@ -172,3 +174,37 @@ class TestOn:
             f"    {n}: [page]\n" for n in names)
         assert set(load(tmp_path, text).on) == set(names)
 
+
+
+class TestReadmeExamples:
+    """The README's example configs are real: each one loads, and its error line is healer's."""
+
+    SECTION = README.read_text(encoding="utf-8").split(
+        "## Healing the agent's process: named commands", 1)[1].split("\n## ", 1)[0]
+
+    def blocks(self) -> list[str]:
+        found, current = [], []
+        for line in [*self.SECTION.splitlines(), "end"]:
+            if line.startswith("    ") or (current and not line.strip()):
+                current.append(line[4:])
+                continue
+            if current and current[0].startswith(("healer:", "overnight:")):
+                found.append("\n".join(current) + "\n")
+            current = []
+        return found
+
+    def test_every_example_loads(self, tmp_path: Path) -> None:
+        blocks = self.blocks()
+        assert len(blocks) == 3
+        tmux, systemd, seed = (load(tmp_path, block) for block in blocks)
+        assert tmux.ladder == ("nudge", "nudge", "restart")
+        assert tmux.commands["restart"].run[-2:] == ("claude", "--continue")
+        assert systemd.commands["restart"].run == (
+            "systemctl", "--user", "restart", "agent@{agent}.service")
+        assert seed.ladder == ("force_update", "clear_stuck_tasks", "reset_status")
+        assert seed.commands == {}
+
+    def test_the_error_line_is_the_one_healer_prints(self, tmp_path: Path) -> None:
+        text = ("healer:\n  commands: {nudge: {run: [tmux]}, restart: {run: [tmux]}}\n"
+                "  ladder: [force_update, nudge, reboot]\n")
+        assert f"`healer: {error(tmp_path, text)}`" in " ".join(self.SECTION.split())
