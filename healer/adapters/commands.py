@@ -4,6 +4,7 @@ in its own process group that is killed at its timeout. Results come back throug
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 import os
 import queue
@@ -26,6 +27,13 @@ GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a timed-out group
 MAX_PENDING = 10_000
 _POLL_FALLBACK = 0.05  # how often a process is checked where pidfds are missing
 _FINAL_READ = 1 << 20  # bytes read after the command exited, before the rest is discarded
+
+
+class _Kill(enum.Enum):
+    """Why a run's process group was killed."""
+
+    TIMEOUT = "timeout"
+    STOPPED = "stopped"  # close() gave up waiting for it
 
 
 class CommandRunner(Protocol):
@@ -74,15 +82,16 @@ class SubprocessCommandRunner:
         with self._lock:
             closed = self._closed
             full = self._pending.qsize() >= self._max_pending
-            if not closed and not full and len(self._workers) < self.parallel:
-                self._start_workers()
+            if not closed and not full:
+                if len(self._workers) < self.parallel:
+                    self._start_workers()
+                # Under the lock, so a close() in between cannot leave it queued unseen.
+                self._pending.put(request)
         if closed:
             self._post(_not_run(request, "not run: healer is stopping", self._now()))
         elif full:
             self._post(_not_run(request, f"not run: {self._max_pending} commands already "
                                          "waiting", self._now()))
-        else:
-            self._pending.put(request)
 
     def drain(self) -> list[CommandResult]:
         """Every result ready so far, oldest first."""
@@ -165,19 +174,23 @@ class SubprocessCommandRunner:
             )
         except OSError as exc:
             return _not_run(request, _spawn_error(exc, argv[0], cwd), self._now())
-        watch = _Watch(proc, self._stop_r, self._grace)
-        killed = watch.run(request.spec.timeout, self._drainer)
+        try:
+            watch = _Watch(proc, self._stop_r, self._grace)
+            killed = watch.run(request.spec.timeout, self._drainer)
+        except BaseException:
+            _signal_group(proc.pid, signal.SIGKILL)  # never leave a run nobody watches
+            raise
         duration = time.monotonic() - started
         code = proc.returncode
         error = None
-        if killed == "timeout":
+        if killed is _Kill.TIMEOUT:
             error = (f"timed out after {request.spec.timeout:g}s; its process group was "
                      "killed")
-        elif killed == "stopped":
+        elif killed is _Kill.STOPPED:
             error = "killed: healer stopped while it ran"
         return CommandResult(
             request, ok=killed is None and code == 0, exit_code=code, duration=duration,
-            output=tail_text(bytes(watch.tail)), timed_out=killed == "timeout", error=error,
+            output=tail_text(bytes(watch.tail)), timed_out=killed is _Kill.TIMEOUT, error=error,
             ended_at=self._now(),
         )
 
@@ -199,17 +212,17 @@ class _Watch:
                 self.poller.register(fd, select.POLLIN)
         self.tail = bytearray()
         self.eof = False
-        self.killed: str | None = None  # "timeout" or "stopped" once the TERM went out
+        self.killed: _Kill | None = None  # set when the TERM goes out
         self.kill_at = math.inf  # when the KILL goes out
         self.give_up_at = math.inf  # a leader that outlives SIGKILL (uninterruptible) is left
 
-    def run(self, timeout: float, drainer: PipeDrainer) -> str | None:
+    def run(self, timeout: float, drainer: PipeDrainer) -> _Kill | None:
         deadline = time.monotonic() + timeout
         try:
             while not self._finished():
                 now = time.monotonic()
                 if self.killed is None and now >= deadline:
-                    self._terminate("timeout", now)
+                    self._terminate(_Kill.TIMEOUT, now)
                 elif now >= self.kill_at:
                     self._kill(now)
                 wake_at = deadline if self.killed is None else min(self.kill_at, self.give_up_at)
@@ -246,7 +259,7 @@ class _Watch:
         # still holds it is still running and gets the KILL.
         return self.killed is None or self.eof or self.kill_at == math.inf
 
-    def _terminate(self, why: str, now: float) -> None:
+    def _terminate(self, why: _Kill, now: float) -> None:
         self.killed, self.kill_at = why, now + self.grace
         _signal_group(self.proc.pid, signal.SIGTERM)
 
@@ -264,7 +277,7 @@ class _Watch:
             elif ready == self.stop_fd:
                 self.poller.unregister(self.stop_fd)
                 if self.killed is None:
-                    self._terminate("stopped", time.monotonic())
+                    self._terminate(_Kill.STOPPED, time.monotonic())
 
 
 def _read_into(fd: int, tail: bytearray, limit: int = 1 << 18) -> bool | None:
@@ -276,6 +289,8 @@ def _read_into(fd: int, tail: bytearray, limit: int = 1 << 18) -> bool | None:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
             return None
+        except OSError:  # nothing more can come from this pipe
+            return False
         if not chunk:
             return False
         read += len(chunk)
