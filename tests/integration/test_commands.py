@@ -196,14 +196,13 @@ class TestNormalExit:
     ) -> None:
         """The result comes at the leader's exit, not at the pipe's EOF; the child keeps
         writing (more than a pipe holds) without a SIGPIPE or a full pipe stopping it."""
-        script = ("(i=0; while [ $i -lt 2000 ]; do echo line-$i-padding-padding-padding; "
-                  "i=$((i+1)); done; echo done > finished; sleep 60) & echo $! > bg.pid; "
-                  "echo first")
+        script = ("(sleep 0.5; i=0; while [ $i -lt 2000 ]; do "
+                  "echo line-$i-padding-padding-padding; i=$((i+1)); done; "
+                  "echo done > finished; sleep 60) & echo $! > bg.pid; echo first")
         result = one(runner, sh(agent_dir, script))
         bg = pid_in(agent_dir / "bg.pid")
         try:
-            assert result.ok and result.duration < 5
-            assert result.output.startswith("first\n") or "first" in result.output
+            assert result.ok and result.duration < 5  # the child lives 60 s more
             assert poll_until(lambda: (agent_dir / "finished").is_file(), 10)
             assert alive(bg)
         finally:
@@ -345,7 +344,7 @@ class TestPool:
             done = results(pool, 6)
         finally:
             pool.close(timeout=1.0)
-        assert submitting < 0.1, submitting
+        assert submitting < 0.5, submitting  # six runs take 1.2 s on two workers
         assert all(r.ok for r in done), done
         spans = [(float((agent_dir / f"{n}.start").read_text()),
                   float((agent_dir / f"{n}.end").read_text())) for n in range(6)]
