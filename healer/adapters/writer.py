@@ -1,5 +1,5 @@
 """The only way healer writes into a workspace: atomic, inside the root, never through a
-symlink, never over an agent's newer write. Also the ledger of healer's own writes.
+symlink, never over an agent's newer write; each write noted in the ledger of healer's own.
 """
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ from __future__ import annotations
 import copy
 import os
 import stat
-import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from healer.adapters.fsops import (
     unlink_quiet,
     write_temp,
 )
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.statusfile import StatusRead, encode, read_snapshot, salvage, still_same
 from healer.clock import Clock, SystemClock
 from healer.core.model import ESCALATION_MARKER, STATUS_FILE, is_own_temp_name
@@ -52,68 +52,6 @@ Doc = dict[str, Any]
 def _utf8(text: str) -> bytes:
     # Message text quotes status.json, where JSON escapes can carry lone surrogates.
     return text.encode("utf-8", "backslashreplace")
-
-
-class SelfWriteLedger:
-    """Which file versions healer itself put on disk, so they never count as activity."""
-
-    is_own_temp_name = staticmethod(is_own_temp_name)
-
-    def __init__(self, on_note: Callable[[str, Identity | None], None] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, Identity] = {}
-        self.on_note = on_note
-
-    @staticmethod
-    def key(path: str | os.PathLike[str]) -> str:
-        # No resolve(): following links here would let a symlink alias a healer write.
-        if (isinstance(path, str) and path[:1] == "/" and path[-1:] != "/"
-                and "/." not in path and "//" not in path):
-            return path  # already absolute and normal: the scanner's hot path skips the work
-        return os.path.normpath(os.path.abspath(os.fspath(path)))
-
-    def note(self, path: str | os.PathLike[str], st: os.stat_result) -> None:
-        self._set(self.key(path), identity_of(st))
-
-    def forget(self, path: str | os.PathLike[str]) -> None:
-        self._set(self.key(path), None)
-
-    def put(self, path: str | os.PathLike[str], ident: Identity | None) -> None:
-        """Set (or with None, drop) the entry directly, e.g. to roll back a failed write."""
-        self._set(self.key(path), ident)
-
-    def get(self, path: str | os.PathLike[str]) -> Identity | None:
-        with self._lock:
-            return self._entries.get(self.key(path))
-
-    def is_self(self, path: str | os.PathLike[str], st: os.stat_result) -> bool:
-        """True when the file on disk is exactly the version healer last wrote there."""
-        if not self._entries:
-            return False
-        with self._lock:
-            return self._entries.get(self.key(path)) == identity_of(st)
-
-    def entries(self) -> dict[str, Identity]:
-        with self._lock:
-            return dict(self._entries)
-
-    def load(self, entries: Mapping[str, Sequence[int]]) -> None:
-        loaded = {
-            self.key(p): (int(v[0]), int(v[1]), int(v[2]))
-            for p, v in entries.items()
-            if len(v) == 3
-        }
-        with self._lock:
-            self._entries.update(loaded)
-
-    def _set(self, key: str, ident: Identity | None) -> None:
-        with self._lock:
-            if ident is None:
-                self._entries.pop(key, None)
-            else:
-                self._entries[key] = ident
-        if self.on_note is not None:
-            self.on_note(key, ident)
 
 
 @dataclass(frozen=True)
