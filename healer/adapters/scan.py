@@ -113,21 +113,20 @@ class Scanner:
             st = os.lstat(status)
         except OSError:
             return None
-        if stat.S_ISLNK(st.st_mode):
-            kind = self.status_link(agent)
-            if kind is None:
-                return None  # replaced by a plain file since the lstat: the next scan sees it
-            link.append(kind)
-            if kind is not StatusLink.FOLLOWED:
-                return None
-            try:
-                # Read-only: the target's mtime is the agent's write through the link. healer
-                # never writes there, so nothing of its own can be behind it.
-                st = os.stat(status)
-            except OSError:
-                return None  # a dangling link: no activity, as for a missing file
-            return st.st_mtime if stat.S_ISREG(st.st_mode) else None
-        return None if self.is_self(status, st) else st.st_mtime
+        if not stat.S_ISLNK(st.st_mode):
+            return None if self.is_self(status, st) else st.st_mtime
+        # healer never makes a link, so the link's own mtime (made, re-pointed) is the agent's.
+        kind = self.status_link(agent) or StatusLink.FOLLOWED
+        link.append(kind)
+        if kind is not StatusLink.FOLLOWED:
+            return st.st_mtime
+        try:
+            # Read-only: the target's mtime is the agent's write through the link, and healer
+            # never writes there, so nothing of its own can be behind it.
+            target = os.stat(status)
+        except OSError:
+            return st.st_mtime  # dangling: only the link itself
+        return max(st.st_mtime, target.st_mtime) if stat.S_ISREG(target.st_mode) else st.st_mtime
 
     def _activity_mtimes(
         self, agent: str, folder: str, link: list[StatusLink]

@@ -129,6 +129,19 @@ class TestSymlinkedStatus:
         assert found.last_activity is not None and found.last_activity < time.time() - 900
         assert scanner(root).lease("Agent-1", 1e12, 0.0) is None
 
+    def test_making_or_re_pointing_the_link_is_activity(self, root: Path, dashboard: Path) -> None:
+        """The link's own mtime is the agent's too (healer never makes one), even where the
+        target is another agent's file and is not followed, or is gone."""
+        make_agent(root, "Agent-2")
+        folder = linked_agent(root, dashboard / "Agent-1.json")
+        aged(dashboard / "Agent-1.json", 1000)
+        for target in ("../Agent-2/status.json", str(dashboard / "gone.json")):
+            (folder / "status.json").unlink()
+            (folder / "status.json").symlink_to(target)
+            found = scanner(root).scan("Agent-1", time.time())
+            assert found is not None and found.last_activity is not None
+            assert found.last_activity > time.time() - 60
+
     def test_a_link_inside_its_own_folder_is_followed(self, root: Path) -> None:
         folder = make_agent(root, "Agent-1", {"busy_until": LEASE})
         (folder / "status.json").rename(folder / "real.json")
