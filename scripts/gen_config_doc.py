@@ -66,7 +66,7 @@ MEANING = {
     "agents.recover_after": "recover_after for one agent.",
     "poll": "Poll instead of inotify (network filesystems).",
     "dry_run": "Detect and log only; write nothing, not even the history.",
-    "metrics_addr": "Serve Prometheus metrics on HOST:PORT (extra: metrics).",
+    "metrics_addr": "Serve Prometheus metrics on HOST:PORT.",
     "log_format": "console (a line per event, for people) or json (for machines).",
     "log_level": "Lowest level logged.",
     "source": "The config file healer reads.",
