@@ -105,6 +105,20 @@ class History:
         if self.store is not None:
             self._call(self.store.save_last_activity, dict(activities))
 
+    def tasks_sent(self, to_agent: str, to_status: tuple[int, int, int]) -> int:
+        """Tasks healer sent `to_agent` since its status.json last changed (0 when unknown)."""
+        if self.store is None:
+            return 0
+        return int(self._call(self.store.tasks_sent, to_agent, to_status) or 0)
+
+    def record_reassignment(
+        self, *, ts: float, from_agent: str, to_agent: str, tasks: int,
+        to_status: tuple[int, int, int] | None,
+    ) -> None:
+        if self.store is not None:
+            self._call(self.store.record_reassignment, ts=ts, from_agent=from_agent,
+                       to_agent=to_agent, tasks=tasks, to_status=to_status)
+
     def prune(self, older_than: float) -> None:
         if self.store is not None:
             self._call(self.store.prune, older_than)
