@@ -105,7 +105,7 @@ class TestAlerter:
         assert (alerter.sent, alerter.failed, alerter.dropped) == (1, 0, 0)
 
     def test_discord_url_comes_from_env_and_gets_one_readable_line(self, hook, logs):
-        """from_env reads HEALER_DISCORD_WEBHOOK; Discord gets {"content": one line}."""
+        """from_env reads HEALER_DISCORD_WEBHOOK; Discord gets one line that pings no one."""
         server, base = hook
         alerter = Alerter.from_env(
             f"{base}/generic", environ={"HEALER_DISCORD_WEBHOOK": f"{base}/discord"}, **FAST)
@@ -114,7 +114,8 @@ class TestAlerter:
         wait_for(lambda: len(sent_events(logs)) == 2)
         alerter.close()
         by_path = dict(server.requests)
-        assert set(by_path["/discord"]) == {"content"}
+        assert set(by_path["/discord"]) == {"content", "allowed_mentions"}
+        assert by_path["/discord"]["allowed_mentions"] == {"parse": []}
         content = by_path["/discord"]["content"]
         assert "Agent-7" in content and "escalated" in content and "attempts=3" in content
         assert "\n" not in content
