@@ -30,11 +30,17 @@ class History:
         self.store = store
         self._clock = clock
         self._paused_until = float("-inf")
+        self.failures = 0  # store calls that failed and paused the history, for metrics
         self._action_ids: dict[tuple[int, int], int] = {}  # (incident, attempt) -> action
 
     @property
     def enabled(self) -> bool:
         return self.store is not None
+
+    @property
+    def paused(self) -> bool:
+        """True while the history is paused after a failed call."""
+        return self._clock.now() < self._paused_until
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._clock.now() < self._paused_until:
@@ -46,6 +52,7 @@ class History:
             # history makes every call wait out the busy timeout, and a loop stuck in those
             # waits misses stalls and its watchdog pings; so pause it rather than retry each.
             self._paused_until = self._clock.now() + HISTORY_PAUSE
+            self.failures += 1
             log.error("history_write_failed", error=str(exc), paused_for=HISTORY_PAUSE)
             return None
 
