@@ -31,6 +31,7 @@ from healer.config_values import (
     string_list,
     text,
     url,
+    urls,
 )
 from healer.core.commands import CommandSpec
 from healer.core.model import HEAL_ACTIONS
@@ -68,6 +69,7 @@ class AlertsConfig:
     """Where alerts go. The Discord URL is only ever read from the environment."""
 
     webhook_url: str | None = None
+    alertmanager_url: tuple[str, ...] = ()
     timeout: float = 5.0
     max_tries: int = 3
     backoff: float = 1.0
@@ -188,6 +190,7 @@ _HEALER_KEYS: dict[str, tuple[Callable[[object, str], Any], str]] = {
 }
 _ALERT_KEYS: dict[str, Callable[[object, str], Any]] = {
     "webhook_url": url,
+    "alertmanager_url": urls,
     "timeout": duration,
     "max_tries": positive_int,
     "backoff": duration,
@@ -321,7 +324,7 @@ def _set(values: dict[str, Any], target: str, value: Any) -> None:
 
 def _root_name(root: Path) -> str:
     """The swarm's default name: the root's folder name (`/srv/ws/.` is `ws`)."""
-    return Path(os.path.abspath(root)).name or str(root)
+    return Path(os.path.abspath(root)).name or "root"
 
 
 def load_config(

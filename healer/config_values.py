@@ -27,6 +27,7 @@ __all__ = [
     "string_list",
     "text",
     "url",
+    "urls",
 ]
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -140,6 +141,18 @@ def url(value: object, key: str) -> str:
         # The URL may hold a secret token, so the message never repeats it.
         raise ConfigError(f"{key}: expected an http:// or https:// URL")
     return given
+
+
+def urls(value: object, key: str) -> tuple[str, ...]:
+    """One URL, or a list of them (an Alertmanager HA pair gets every alert on each)."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{key}: expected a URL or a list of URLs, got an empty list")
+    found = tuple(url(item, f"{key}[{n}]" if isinstance(value, list) else key)
+                  for n, item in enumerate(items))
+    if len(set(found)) != len(found):
+        raise ConfigError(f"{key}: the same URL is listed twice")
+    return found
 
 
 def string_list(value: object, key: str, what: str) -> tuple[str, ...]:

@@ -186,7 +186,7 @@ healer:
 
     @pytest.mark.parametrize(("root", "name"), [
         ("/srv/agents", "agents"), ("/srv/agents/", "agents"), ("/srv/agents/.", "agents"),
-        ("/srv/agents/sub/..", "agents"), ("/", "/"),
+        ("/srv/agents/sub/..", "agents"), ("/", "root"),
     ])
     def test_the_swarm_is_named_after_the_root_folder(self, root: str, name: str) -> None:
         assert load_config(None, env={"HEALER_WORKSPACES": root}).swarm.name == name
