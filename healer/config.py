@@ -4,17 +4,24 @@ frozen dataclasses. Precedence: CLI flags > environment > file > built-in defaul
 from __future__ import annotations
 
 import fnmatch
-import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from healer.core.model import HEAL_ACTIONS
+# Short private names for the value parsers: the key tables below read as a grammar.
+from healer.config_values import as_bool as _bool
+from healer.config_values import as_choice as _choice
+from healer.config_values import as_host_port as _host_port
+from healer.config_values import as_mapping as _mapping
+from healer.config_values import as_path as _path
+from healer.config_values import as_positive_int as _positive_int
+from healer.config_values import as_text as _text
+from healer.config_values import as_url as _url
+from healer.config_values import key_part as _part
+from healer.config_values import parse_addr, parse_duration, read_yaml
+from healer.core.model import HEAL_ACTIONS, InboxMode
 from healer.errors import ConfigError
 
 __all__ = [
@@ -23,17 +30,16 @@ __all__ = [
     "AlertsConfig",
     "Config",
     "load_config",
+    "parse_addr",
     "parse_duration",
     "require_tick_fits",
 ]
 
 DEFAULT_CONFIG_PATH = Path("config/orchestration.yml")
-INBOX_MODES = ("consume", "any", "none")
+INBOX_MODES: tuple[str, ...] = tuple(InboxMode)
 LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +76,7 @@ class Config:
     ladder: tuple[str, ...] = HEAL_ACTIONS
     auto_recovery: bool = True
     agent_rescue: bool = True
-    inbox_mode: str = "consume"
+    inbox_mode: InboxMode = InboxMode.CONSUME
     max_busy_lease: float = 1800.0
     max_status_bytes: int = 1 << 20
     state_dir: Path | None = None
@@ -120,83 +126,16 @@ ENV_VARS: Mapping[str, str] = {
 }
 
 
-def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> float:
-    """Seconds from a number or a string like `90s`, `5m`, `1.5h`; positive and finite."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration (seconds or e.g. '90s', '5m'), got {value}")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:  # YAML integers have no bound
-            raise ConfigError(f"{key}: must be a positive duration, got one too large") from None
-    elif isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match is None:
-            raise ConfigError(
-                f"{key}: expected a duration (seconds or e.g. '90s', '5m'), got {value!r}"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ConfigError(
-            f"{key}: expected a duration (seconds or e.g. '90s', '5m'), got {type(value).__name__}"
-        )
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(f"{key}: must be a positive duration, got {value!r}")
-    return seconds
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
-def _bool(value: object, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-        return value.lower() in ("true", "yes", "1")
-    raise ConfigError(f"{key}: expected true or false, got {value!r}")
-
-
-def _positive_int(value: object, key: str) -> int:
-    # isdecimal, not isdigit: int() refuses "²"; and int() refuses past 4300 digits.
-    if isinstance(value, str) and value.strip().isdecimal() and len(value) < 64:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}: expected a whole number of 1 or more, got {value!r}")
-    return value
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[object, str], str]:
-    def parse(value: object, key: str) -> str:
-        if not isinstance(value, str) or value.lower() not in options:
-            raise ConfigError(f"{key}: expected one of {', '.join(options)}, got {value!r}")
-        return value.lower()
-
-    return parse
-
-
-def _text(value: object, key: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _path(value: object, key: str) -> Path:
-    if isinstance(value, Path):
-        return value
-    return Path(_text(value, key)).expanduser()
-
-
-def _host_port(value: object, key: str) -> str:
-    text = _text(value, key)
-    _host, sep, port = text.rpartition(":")
-    if not sep or not port.isdecimal() or len(port) > 5 or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}")
-    return text
-
-
-def _url(value: object, key: str) -> str:
-    text = _text(value, key)
-    if not text.startswith(("http://", "https://")):
-        # The URL may hold a secret token, so the message never repeats it.
-        raise ConfigError(f"{key}: expected an http:// or https:// URL")
-    return text
+def _duration(value: object, key: str) -> float:
+    return parse_duration(value, key)
 
 
 def _ladder(value: object, key: str) -> tuple[str, ...]:
@@ -206,10 +145,6 @@ def _ladder(value: object, key: str) -> tuple[str, ...]:
         if name not in HEAL_ACTIONS:
             raise ConfigError(f"{key}: unknown action {name!r} (known: {', '.join(HEAL_ACTIONS)})")
     return tuple(value)
-
-
-def _duration(value: object, key: str) -> float:
-    return parse_duration(value, key)
 
 
 # healer's own keys: name -> (parser, Config field or dotted sub-field).
@@ -240,55 +175,6 @@ _FIELD_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "alerts.webhook_url": _url,
     **{spec[1]: spec[0] for spec in _HEALER_KEYS.values()},
 }
-
-
-def _part(key: object) -> str:
-    """A key as one segment of a key path: quoted when it could break the one-line message."""
-    if isinstance(key, str) and key.isprintable() and key.strip() == key and key:
-        return key
-    return repr(key)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _mapping(value: object, key: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _read_yaml(path: Path) -> Mapping[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {_one_line(str(exc.problem))}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {_one_line(str(exc))}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer past Python's 4300-digit conversion limit
-        raise ConfigError(f"{path}: invalid YAML: {_one_line(str(exc))}") from None
-    return _mapping(document, f"{path}: top level")
 
 
 def _seed_values(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,7 +230,7 @@ def _healer_values(doc: Mapping[str, Any]) -> dict[str, Any]:
             for sub, sub_value in activity.items():
                 if sub != "inbox":
                     raise ConfigError(f"{path}.{_part(sub)}: unknown key")
-                out["inbox_mode"] = _choice(INBOX_MODES)(sub_value, f"{path}.inbox")
+                out["inbox_mode"] = InboxMode(_choice(INBOX_MODES)(sub_value, f"{path}.inbox"))
         elif key == "alerts":
             alerts = _mapping(value, path)
             parsed: dict[str, Any] = {}
@@ -398,7 +284,7 @@ def load_config(
         path = DEFAULT_CONFIG_PATH
     values: dict[str, Any] = {}
     if path is not None:
-        doc = _read_yaml(path)
+        doc = read_yaml(path)
         values.update(_seed_values(doc))
         values.update(_healer_values(doc))
         values["source"] = path

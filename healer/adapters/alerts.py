@@ -22,13 +22,16 @@ from typing import Any
 import structlog
 
 from healer import __version__
-from healer.clock import Clock, SystemClock, iso
+from healer.clock import SystemClock
 from healer.config import AlertsConfig
+from healer.core.isotime import iso
+from healer.core.model import Transition
+from healer.ports import Clock
 
 __all__ = ["DISCORD_ENV", "TRANSITIONS", "Alert", "Alerter", "Delivery"]
 
 DISCORD_ENV = "HEALER_DISCORD_WEBHOOK"
-TRANSITIONS = frozenset({"stalled", "escalated", "recovered"})
+TRANSITIONS = frozenset(Transition)
 
 _DISCORD_MAX_CONTENT = 2000  # Discord rejects longer messages with a 400
 _REDACTED = "<redacted>"
@@ -41,7 +44,7 @@ class Alert:
     """One incident transition to tell the operator about."""
 
     agent: str
-    transition: str
+    transition: Transition
     timestamp: float
     details: Mapping[str, Any] = field(default_factory=dict)
 
@@ -137,11 +140,6 @@ class Alerter:
         """Names of the configured targets ("discord", "webhook"); empty means log only."""
         return tuple(name for name, _ in self._targets)
 
-    def pending(self) -> int:
-        """Alerts queued or being delivered right now."""
-        with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
-
     def send(self, agent: str, transition: str, details: Mapping[str, Any] | None = None) -> None:
         """Queue an alert and return at once; a full queue loses its oldest alert."""
         if transition not in TRANSITIONS:
@@ -149,7 +147,7 @@ class Alerter:
                 "alert_rejected", agent=agent, transition=transition, reason="unknown transition"
             )
             return
-        alert = Alert(agent, transition, self._clock.now(), dict(details or {}))
+        alert = Alert(agent, Transition(transition), self._clock.now(), dict(details or {}))
         with self._cond:
             if self._closing:
                 self.dropped += 1

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from healer.core.model import STATUS_FILE, is_own_temp_name
+from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name
 from healer.core.statusdoc import parse_busy_until
 
 __all__ = ["AgentFiles", "Scanner"]
@@ -37,7 +37,7 @@ class Scanner:
         root: Path,
         is_agent: Callable[[str], bool],
         *,
-        inbox_mode: str = "consume",
+        inbox_mode: InboxMode = InboxMode.CONSUME,
         is_self: IsSelf = lambda path, st: False,
         max_status_bytes: int = 1 << 20,
     ) -> None:
@@ -87,11 +87,11 @@ class Scanner:
             if not self.is_self(status, st):
                 yield st.st_mtime
         yield from self._tree(f"{folder}/devlogs", include_dirs=True, top=True)
-        if self.inbox_mode == "any":
+        if self.inbox_mode == InboxMode.ANY:
             # Not the inbox's own mtime: healer's rescue messages change it too, and a
             # folder's mtime cannot say who wrote. Its files and subfolders can.
             yield from self._tree(f"{folder}/inbox", include_dirs=True, top=False)
-        elif self.inbox_mode == "consume":
+        elif self.inbox_mode == InboxMode.CONSUME:
             # A message filed into a subfolder changes that subfolder's mtime; the top of
             # the inbox also changes when mail arrives, so it cannot tell us anything.
             yield from self._tree(f"{folder}/inbox", include_dirs=True, top=False, files=False)

@@ -17,6 +17,7 @@ from typing import Any
 from healer.adapters.fsops import Identity, identity_of, read_all
 from healer.core.model import STATUS_FILE
 from healer.errors import ActionError, UnsafePathError
+from healer.ports import ReadKind
 
 __all__ = ["StatusRead", "encode", "read_snapshot", "salvage", "still_same"]
 
@@ -33,11 +34,11 @@ MAX_DEPTH = 100
 
 @dataclass(frozen=True)
 class StatusRead:
-    """One read of status.json. `kind`: ok, missing, too_large, invalid, not_regular, io."""
+    """One read of status.json; `kind` says what it found."""
 
     agent: str
     path: Path
-    kind: str
+    kind: ReadKind
     doc: Doc | None = None
     error: str | None = None
     raw: bytes | None = None
@@ -84,38 +85,38 @@ def _too_deep(doc: Any, limit: int) -> bool:
 def read_snapshot(dfd: int, agent: str, path: Path, max_bytes: int) -> StatusRead:
     """status.json in the agent folder open as `dfd`; a symlink there is UnsafePathError."""
 
-    def result(kind: str, error: str | None = None, **kw: Any) -> StatusRead:
+    def result(kind: ReadKind, error: str | None = None, **kw: Any) -> StatusRead:
         return StatusRead(agent, path, kind, error=error, **kw)
 
     for _ in range(3):
         try:
             fd = os.open(STATUS_FILE, _READ_FLAGS, dir_fd=dfd)
         except FileNotFoundError:
-            return result("missing", "no status.json")
+            return result(ReadKind.MISSING, "no status.json")
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafePathError(f"{path} is a symlink; refusing it") from exc
-            return result("io", exc.strerror)
+            return result(ReadKind.IO, exc.strerror)
         try:
             st = os.fstat(fd)
             ident = identity_of(st)
             if not stat.S_ISREG(st.st_mode):
-                return result("not_regular", "not a regular file", identity=ident, stat=st)
+                return result(ReadKind.NOT_REGULAR, "not a regular file", identity=ident, stat=st)
             if st.st_size > max_bytes:
                 too_big = f"{st.st_size} bytes > max_status_bytes"
-                return result("too_large", too_big, identity=ident, stat=st)
+                return result(ReadKind.TOO_LARGE, too_big, identity=ident, stat=st)
             data = read_all(fd, max_bytes)
             settled = identity_of(os.fstat(fd)) == ident
         except OSError as exc:
-            return result("io", exc.strerror)
+            return result(ReadKind.IO, exc.strerror)
         finally:
             os.close(fd)
         if settled:
             break  # else an in-place writer was mid-write: read again
     if len(data) > max_bytes:
-        return result("too_large", "grew past max_status_bytes", identity=ident, stat=st)
+        return result(ReadKind.TOO_LARGE, "grew past max_status_bytes", identity=ident, stat=st)
     doc, error = _parse(data)
-    kind = "ok" if doc is not None else "invalid"
+    kind = ReadKind.OK if doc is not None else ReadKind.INVALID
     return result(kind, error, doc=doc, raw=data, identity=ident, stat=st)
 
 

@@ -22,10 +22,11 @@ from healer.adapters.store_sqlite import (
     Database,
     IncidentRow,
 )
-from healer.clock import Clock, SystemClock
+from healer.clock import SystemClock
 from healer.core.model import Pipeline, Stage
 from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
 from healer.errors import StoreError
+from healer.ports import Clock
 
 __all__ = ["SCHEMA_VERSION", "AgentRow", "IncidentRow", "Store"]
 

@@ -1,5 +1,8 @@
 """The only way healer writes into a workspace: atomic, inside the root, never through a
-symlink, never over an agent's newer write. Also the ledger of healer's own writes.
+symlink, never over an agent's newer write. Each write is noted in the self-write ledger.
+
+Past ~300 lines because the swap, its undo and the link-if-absent belong together: each
+step's correctness depends on what the step before it recorded in the ledger.
 """
 
 from __future__ import annotations
@@ -7,9 +10,8 @@ from __future__ import annotations
 import copy
 import os
 import stat
-import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,23 +32,20 @@ from healer.adapters.fsops import (
     unlink_quiet,
     write_temp,
 )
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.statusfile import StatusRead, encode, read_snapshot, salvage, still_same
-from healer.clock import Clock, SystemClock
-from healer.core.model import ESCALATION_MARKER, STATUS_FILE, is_own_temp_name
+from healer.clock import SystemClock
+from healer.core.model import ESCALATION_MARKER, STATUS_FILE, free_name, is_own_temp_name
 from healer.errors import ActionError, UnsafePathError, WriteConflictError
+from healer.ports import Clock, ReadKind
 
-__all__ = [
-    "Identity",
-    "SafeWriter",
-    "SelfWriteLedger",
-    "StatusRead",
-    "WriteResult",
-    "identity_of",
-]
+__all__ = ["SafeWriter", "WriteResult"]
 
 log = structlog.get_logger()
 
 Doc = dict[str, Any]
+# A missing file is not healer's to invent; the others are not parsed.
+_UNWRITABLE = (ReadKind.MISSING, ReadKind.TOO_LARGE, ReadKind.NOT_REGULAR, ReadKind.IO)
 
 
 def _utf8(text: str) -> bytes:
@@ -54,78 +53,15 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
-class SelfWriteLedger:
-    """Which file versions healer itself put on disk, so they never count as activity."""
-
-    is_own_temp_name = staticmethod(is_own_temp_name)
-
-    def __init__(self, on_note: Callable[[str, Identity | None], None] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, Identity] = {}
-        self.on_note = on_note
-
-    @staticmethod
-    def key(path: str | os.PathLike[str]) -> str:
-        # No resolve(): following links here would let a symlink alias a healer write.
-        if (isinstance(path, str) and path[:1] == "/" and path[-1:] != "/"
-                and "/." not in path and "//" not in path):
-            return path  # already absolute and normal: the scanner's hot path skips the work
-        return os.path.normpath(os.path.abspath(os.fspath(path)))
-
-    def note(self, path: str | os.PathLike[str], st: os.stat_result) -> None:
-        self._set(self.key(path), identity_of(st))
-
-    def forget(self, path: str | os.PathLike[str]) -> None:
-        self._set(self.key(path), None)
-
-    def put(self, path: str | os.PathLike[str], ident: Identity | None) -> None:
-        """Set (or with None, drop) the entry directly, e.g. to roll back a failed write."""
-        self._set(self.key(path), ident)
-
-    def get(self, path: str | os.PathLike[str]) -> Identity | None:
-        with self._lock:
-            return self._entries.get(self.key(path))
-
-    def is_self(self, path: str | os.PathLike[str], st: os.stat_result) -> bool:
-        """True when the file on disk is exactly the version healer last wrote there."""
-        if not self._entries:
-            return False
-        with self._lock:
-            return self._entries.get(self.key(path)) == identity_of(st)
-
-    def entries(self) -> dict[str, Identity]:
-        with self._lock:
-            return dict(self._entries)
-
-    def load(self, entries: Mapping[str, Sequence[int]]) -> None:
-        loaded = {
-            self.key(p): (int(v[0]), int(v[1]), int(v[2]))
-            for p, v in entries.items()
-            if len(v) == 3
-        }
-        with self._lock:
-            self._entries.update(loaded)
-
-    def _set(self, key: str, ident: Identity | None) -> None:
-        with self._lock:
-            if ident is None:
-                self._entries.pop(key, None)
-            else:
-                self._entries[key] = ident
-        if self.on_note is not None:
-            self.on_note(key, ident)
-
-
 @dataclass(frozen=True)
 class WriteResult:
-    """What update_status wrote (or, in dry-run, would have written)."""
+    """What update_status wrote (or, in dry-run, would have written), after how many tries."""
 
     path: Path
     doc: Doc
     tries: int
     backup: Path | None = None
     dry_run: bool = False
-    replaced: Identity | None = None
 
 
 class SafeWriter:
@@ -175,10 +111,9 @@ class SafeWriter:
         with self._dir(agent, ()) as dfd:
             for attempt in range(1, self.max_tries + 1):
                 snap = self._snapshot(dfd, agent)
-                if snap.kind in ("missing", "too_large", "not_regular", "io"):
-                    # A missing file is not healer's to invent; the others are not parsed.
+                if snap.kind in _UNWRITABLE:
                     raise ActionError(f"not updating {path}: {snap.error}")
-                if snap.kind == "invalid":
+                if snap.kind is ReadKind.INVALID:
                     alog.warning("status_unparseable", path=str(path), error=snap.error)
                 base = snap.doc if snap.doc is not None else salvage(agent, snap.raw)
                 new = transform(copy.deepcopy(base))
@@ -193,7 +128,7 @@ class SafeWriter:
                         bak = self._backup(dfd, agent, snap)
                         alog.info("status_backed_up", path=str(path), backup=str(bak))
                     if self._replace(dfd, path, data, snap, alog):
-                        return WriteResult(path, new, attempt, backup=bak, replaced=snap.identity)
+                        return WriteResult(path, new, attempt, backup=bak)
                 alog.info("status_write_conflict", path=str(path), attempt=attempt)
         raise WriteConflictError(
             f"{path} changed under each of {self.max_tries} attempts; left as the agent wrote it"
@@ -411,12 +346,14 @@ class SafeWriter:
         stamp = datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{STATUS_FILE}.bak.{stamp}"
         tmp, st = self._temp(dfd, STATUS_FILE, snap.raw or b"", snap.stat)
+        taken: set[str] = set()
         try:
-            for n in range(1, 1000):
-                name = base if n == 1 else f"{base}_{n}"
+            for _ in range(999):
+                name = free_name(base, taken, suffix="")
                 path = self.root / agent / name
                 if self._link(dfd, path, tmp, name, st, self.ledger.get(path)):
                     return path
+                taken.add(name)
         finally:
             unlink_quiet(dfd, tmp)
         raise ActionError(f"no free backup name for {self.root / agent / base}")

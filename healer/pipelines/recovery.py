@@ -4,14 +4,16 @@ stalled agent's open tasks to the least-loaded active agent."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from healer.adapters.writer import SafeWriter
-from healer.clock import iso
 from healer.core import statusdoc
+from healer.core.isotime import iso
+from healer.core.model import RecoveryAction, free_name
 from healer.errors import ActionError
 from healer.pipelines.healing import ADVICE, ActionOutcome, Context, drop_rescue
 from healer.pipelines.messages import reassignment_message
+from healer.ports import StatusStore
 
 __all__ = ["MAX_CANDIDATES", "reassign_tasks", "rescue"]
 
@@ -21,15 +23,15 @@ __all__ = ["MAX_CANDIDATES", "reassign_tasks", "rescue"]
 MAX_CANDIDATES = 64
 
 
-def rescue(writer: SafeWriter, ctx: Context) -> ActionOutcome:
+def rescue(writer: StatusStore, ctx: Context) -> ActionOutcome:
     try:
-        name = drop_rescue(writer, ctx, ADVICE["recovery"])
+        drop_rescue(writer, ctx, ADVICE["recovery"])
     except (ActionError, OSError) as exc:
-        return ActionOutcome("rescue_message", False, str(exc))
-    return ActionOutcome("rescue_message", True, None, {"rescue": name})
+        return ActionOutcome(RecoveryAction.RESCUE_MESSAGE, False, str(exc))
+    return ActionOutcome(RecoveryAction.RESCUE_MESSAGE, True)
 
 
-def _least_loaded(writer: SafeWriter, candidates: Sequence[str]) -> str | None:
+def _least_loaded(writer: StatusStore, candidates: Sequence[str]) -> str | None:
     best: tuple[int, int, str] | None = None
     for rank, agent in enumerate(candidates[:MAX_CANDIDATES]):
         try:
@@ -45,7 +47,7 @@ def _least_loaded(writer: SafeWriter, candidates: Sequence[str]) -> str | None:
 
 
 def reassign_tasks(
-    writer: SafeWriter, ctx: Context, candidates: Sequence[str]
+    writer: StatusStore, ctx: Context, candidates: Sequence[str]
 ) -> ActionOutcome:
     """Hand the open tasks to the active agent with the fewest `current_tasks`.
 
@@ -58,17 +60,17 @@ def reassign_tasks(
             raise ActionError(f"status.json of {ctx.agent} unreadable: {read.error or read.kind}")
         tasks = statusdoc.open_tasks(read.doc)
         if not tasks:
-            return ActionOutcome("reassign_tasks", True, None, {"tasks": 0})
+            return ActionOutcome(RecoveryAction.REASSIGN_TASKS, True)
         target = _least_loaded(writer, [c for c in candidates if c != ctx.agent])
         if target is None:
             raise ActionError("no active agent to take the tasks")
-        text = reassignment_message(target, ctx.agent, tasks, iso(ctx.now))
         moment = iso(ctx.now)
-        stamp = moment.replace("-", "").replace(":", "")[:15]
-        message = writer.write_unique(
+        text = reassignment_message(target, ctx.agent, tasks, moment)
+        stamp = f"{datetime.fromtimestamp(ctx.now, UTC):%Y%m%dT%H%M%S}"
+        writer.write_unique(
             target,
             "inbox",
-            lambda taken: _free_name(f"HEALER_REASSIGN_{ctx.agent}_{stamp}", taken),
+            lambda taken: free_name(f"HEALER_REASSIGN_{ctx.agent}_{stamp}", taken),
             text,
         )
         moved = list(tasks)
@@ -78,15 +80,5 @@ def reassign_tasks(
 
         writer.update_status(ctx.agent, record)
     except (ActionError, OSError) as exc:
-        return ActionOutcome("reassign_tasks", False, str(exc))
-    return ActionOutcome(
-        "reassign_tasks", True, None, {"tasks": len(moved), "to": target, "message": message.name}
-    )
-
-
-def _free_name(stem: str, taken: Any) -> str:
-    name, n = f"{stem}.md", 1
-    while name in taken:
-        n += 1
-        name = f"{stem}_{n}.md"
-    return name
+        return ActionOutcome(RecoveryAction.REASSIGN_TASKS, False, str(exc))
+    return ActionOutcome(RecoveryAction.REASSIGN_TASKS, True)
