@@ -1,5 +1,6 @@
 """Configuration: the seed's orchestration.yml plus healer's own keys, parsed once into
-frozen dataclasses. Precedence: CLI flags > environment > file > built-in defaults."""
+frozen dataclasses. Precedence: CLI flags > environment > file > built-in defaults.
+Past 300 lines: the dataclasses are the reference the README is generated from."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The ports: what the engine, the pipelines and the daemon need from the world, as Protocols.
-Adapters (healer/adapters) implement them, healer/testing.py has a fake of each, and
-healer/wiring.py plugs one into each; a new kind of I/O is one more Protocol here."""
+Adapters (healer/adapters) implement them, healer/testing has a fake of each, healer/wiring
+plugs one into each; a new kind of I/O is one more Protocol here. Past 300 lines: a dozen
+small Protocols, read together as the list of what healer needs from the world."""
 
 from __future__ import annotations
 

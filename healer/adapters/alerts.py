@@ -1,6 +1,7 @@
 """Alert delivery: Discord and/or a JSON webhook, from a worker thread behind a bounded queue.
 
 `send()` never blocks detection; the worker retries with backoff and logs `alert_sent`.
+Past 300 lines: queue, retry and the payloads of each target share the one worker.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Durable history in SQLite (WAL): incidents, actions, healer's own writes, last activity.
 
 The daemon writes from its main thread only; the CLI reads through `open_readonly` meanwhile.
+Past 300 lines: every query of the schema lives here, beside the others it must agree with.
 """
 
 from __future__ import annotations
