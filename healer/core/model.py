@@ -10,7 +10,6 @@ from dataclasses import dataclass
 __all__ = [
     "ESCALATION_MARKER",
     "HEAL_ACTIONS",
-    "RECOVERY_ACTIONS",
     "RESCUE_PREFIX",
     "STATUS_FILE",
     "TEMP_MARKER",
@@ -61,7 +60,6 @@ class RecoveryAction(enum.StrEnum):
 
 
 HEAL_ACTIONS: tuple[str, ...] = tuple(HealAction)
-RECOVERY_ACTIONS: tuple[str, ...] = tuple(RecoveryAction)
 
 
 class InboxMode(enum.StrEnum):
