@@ -10,11 +10,13 @@ from typing import Any
 
 import click
 
+from healer.core.model import Stage
+
 __all__ = ["age", "fit", "live_status", "render_stats", "render_status"]
 
 STAGE_COLORS = {
-    "active": "green", "busy": "blue", "healing": "yellow", "recovering": "magenta",
-    "escalated": "red",
+    Stage.ACTIVE: "green", Stage.BUSY: "blue", Stage.HEALING: "yellow",
+    Stage.RECOVERING: "magenta", Stage.ESCALATED: "red",
 }
 
 
@@ -45,7 +47,7 @@ def render_status(data: dict[str, Any], *, color: bool = False) -> str:
     for row in data["agents"]:
         stage = f"{row['stage']:<11}"
         if color:
-            stage = click.style(stage, fg=STAGE_COLORS.get(row["stage"]))
+            stage = click.style(stage, fg=STAGE_COLORS.get(Stage(row["stage"])))
         last = (row["last_activity"] or "-")[:19].replace("T", " ")
         lines.append(
             f"{fit(row['agent'], 20):<20} {stage} {age(row['silent_for']):>8} "

@@ -3,13 +3,13 @@ mtimes), and its busy lease. Never follows a symlink, never opens anything but s
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from healer.adapters.statusfile import parse_doc
 from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name
 from healer.core.statusdoc import parse_busy_until
 
@@ -149,11 +149,8 @@ class Scanner:
             os.close(fd)
         if b"busy_until" not in data:
             return None
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return None
-        if not isinstance(doc, dict):
+        doc, _error = parse_doc(data)
+        if doc is None:
             return None
         until = parse_busy_until(doc)
         if until is None:

@@ -19,7 +19,7 @@ from healer.core.model import STATUS_FILE
 from healer.errors import ActionError, UnsafePathError
 from healer.ports import ReadKind
 
-__all__ = ["StatusRead", "encode", "read_snapshot", "salvage", "still_same"]
+__all__ = ["StatusRead", "encode", "parse_doc", "read_snapshot", "salvage", "still_same"]
 
 Doc = dict[str, Any]
 
@@ -54,7 +54,9 @@ class StatusRead:
         return self.identity is not None
 
 
-def _parse(data: bytes) -> tuple[Doc | None, str | None]:
+def parse_doc(data: bytes) -> tuple[Doc | None, str | None]:
+    """The one rule for what a status.json holds: a JSON object in UTF-8, not too deep;
+    else None and why."""
     try:
         doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -115,7 +117,7 @@ def read_snapshot(dfd: int, agent: str, path: Path, max_bytes: int) -> StatusRea
             break  # else an in-place writer was mid-write: read again
     if len(data) > max_bytes:
         return result(ReadKind.TOO_LARGE, "grew past max_status_bytes", identity=ident, stat=st)
-    doc, error = _parse(data)
+    doc, error = parse_doc(data)
     kind = ReadKind.OK if doc is not None else ReadKind.INVALID
     return result(kind, error, doc=doc, raw=data, identity=ident, stat=st)
 
