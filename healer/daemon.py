@@ -83,6 +83,7 @@ class Daemon:
         self.stop_reason: str | None = None
         self._reload = threading.Event()
         self.sweeps = 0
+        self.overflows = 0  # kernel event-queue overflows, each answered by a rescan
         self._last_sweep = 0.0
         self._last_ping = 0.0
         self._last_prune = 0.0
@@ -120,6 +121,13 @@ class Daemon:
             alerts_sent=self.alerter.sent,
             alerts_failed=self.alerter.failed,
             alerts_dropped=self.alerter.dropped,
+            alerts_pending=self.alerter.pending(),
+            deliveries=tuple(self.alerter.deliveries()),
+            refreshes=tuple(self.alerter.refreshes()),
+            overflows=self.overflows,
+            observer_up=self.watcher.alive(),
+            history_paused=self.engine.history.paused,
+            history_failures=self.engine.history.failures,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -186,6 +194,7 @@ class Daemon:
         did |= self._apply_changes()
         if self.watcher.overflowed.is_set():
             self.watcher.overflowed.clear()
+            self.overflows += 1
             log.warning("event_queue_overflow", action="rescan")
             self.engine.rescan()
             did = True

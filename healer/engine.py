@@ -51,8 +51,8 @@ class Engine:
             config, clock, self.monitor, files, history, alerts, keep_actions=keep_actions
         )
         self.tracker = Tracker(
-            clock, self.monitor, workspace, files, history, self.policy_for,
-            self.executor.recovered, cleans_temps=cleans_temps,
+            clock, self.monitor, workspace, files, history, self.policy_for, self.executor,
+            cleans_temps=cleans_temps,
         )
         self.view = EngineView(self.monitor, self.policy_for, self.executor.counters)
         # Membership and activity, as the daemon and `check` call them.

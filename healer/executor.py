@@ -72,6 +72,7 @@ class Executor:
         self._history = history
         self._alerts = alerts
         self.counters = Counters()
+        self._counted: dict[str, float] = {}  # agent -> opened_at of the incident counted
         # `check` reports what it did; a daemon must not keep every action of its lifetime.
         self.actions: list[ActionReport] | None = [] if keep_actions else None
 
@@ -104,7 +105,9 @@ class Executor:
         if self.config.agent_rescue:
             outcomes.append(recovery.rescue(self._files, ctx))
         if self.config.auto_recovery:
-            outcomes.append(recovery.reassign_tasks(self._files, ctx, self._active_agents(agent)))
+            outcomes.append(recovery.reassign_tasks(
+                self._files, ctx, self._active_agents(agent), sent=self._history
+            ))
         for outcome in outcomes:
             self._record(agent, Pipeline.RECOVERY, outcome, 0, now)
         self._alert(agent, Transition.STALLED, silent_for=round(now - last, 3),
@@ -133,6 +136,7 @@ class Executor:
         log.info("agent_recovered", agent=agent, silent_for=round(silent_for, 3),
                  attempts=incident.attempts)
         self.counters.recoveries += 1
+        self.counters.recovery_seconds += max(0.0, when - incident.opened_at)
         if incident.escalated and not self.config.dry_run:
             try:
                 self._files.remove_marker(agent)
@@ -145,11 +149,34 @@ class Executor:
                         attempts=incident.attempts)
         self._history.save_last_activity({agent: when})
 
+    def resumed(self, agent: str, incident: Incident, now: float) -> None:
+        """A carried incident that humans heard of keeps its alert open after a restart."""
+        if self._alerts is None or self.config.dry_run:
+            return
+        silent_for = round(max(0.0, now - incident.silence_start), 3)
+        if incident.escalated:
+            self._alerts.restore(agent, Transition.ESCALATED, {
+                "attempts": incident.attempts, "actions": list(incident.actions),
+                "silent_for": silent_for,
+            })
+        elif incident.recovery_done:
+            self._alerts.restore(agent, Transition.STALLED, {"silent_for": silent_for})
+
+    def resolved(self, agent: str) -> None:
+        """The incident ended without the agent (a resolve, its folder gone): end its alert."""
+        self._alert(agent, Transition.RESOLVED)
+
     # -- helpers --------------------------------------------------------------------------
     def _ensure_row(self, incident: Incident, now: float) -> None:
-        if self._history.id_of(incident.agent) is None:
-            stage = Stage.HEALING if self.config.healing_enabled else Stage.RECOVERING
-            self._history.open_incident(incident, now, stage)
+        agent = incident.agent
+        if self._history.id_of(agent) is not None:
+            return
+        if self._counted.get(agent) != incident.opened_at:  # once, with or without a history
+            self._counted[agent] = incident.opened_at
+            self.counters.incidents_opened += 1
+            self.counters.detection_seconds += max(0.0, now - incident.silence_start)
+        stage = Stage.HEALING if self.config.healing_enabled else Stage.RECOVERING
+        self._history.open_incident(incident, now, stage)
 
     def _record(
         self, agent: str, pipeline: Pipeline, outcome: ActionOutcome, attempt: int, now: float
@@ -162,6 +189,7 @@ class Executor:
             fields["error"] = outcome.error
         if self.config.dry_run:
             fields["dry_run"] = True  # decided and logged, not written: no one may think so
+        self.counters.results[(pipeline.value, outcome.action, outcome.ok)] += 1
         level = 30 if not outcome.ok else 20
         if pipeline is Pipeline.HEALING:
             self.counters.heal_actions += 1

@@ -14,7 +14,7 @@ import structlog
 from healer.core.model import IncidentOutcome, Pipeline, Settlement, Stage
 from healer.core.policy import Incident, Policy
 from healer.errors import StoreError
-from healer.ports import Clock, IncidentLog, IncidentRecord
+from healer.ports import Clock, Identity, IncidentLog, IncidentRecord
 
 __all__ = ["HISTORY_PAUSE", "History", "Loaded", "incident_from_row"]
 
@@ -42,8 +42,14 @@ class History:
         self._clock = clock
         self.recording = incidents is not None and record
         self._paused_until = float("-inf")
+        self.failures = 0  # log calls that failed and paused the history, for metrics
         self._ids: dict[str, int] = {}  # agent -> durable id of its open incident
         self._action_ids: dict[tuple[int, int], int] = {}  # (incident, attempt) -> action
+
+    @property
+    def paused(self) -> bool:
+        """True while the history is paused after a failed call."""
+        return self._clock.now() < self._paused_until
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self.recording or self._clock.now() < self._paused_until:
@@ -55,6 +61,7 @@ class History:
             # history makes every call wait out the busy timeout, and a loop stuck in those
             # waits misses stalls and its watchdog pings; so pause it rather than retry each.
             self._paused_until = self._clock.now() + HISTORY_PAUSE
+            self.failures += 1
             log.error("history_write_failed", error=str(exc), paused_for=HISTORY_PAUSE)
             return None
 
@@ -150,6 +157,20 @@ class History:
     def save_last_activity(self, activities: Mapping[str, float]) -> None:
         if self.log is not None:
             self._call(self.log.save_last_activity, dict(activities))
+
+    def tasks_sent(self, to_agent: str, to_status: Identity) -> int:
+        """Tasks healer sent `to_agent` since its status.json last changed (0 when unknown)."""
+        if self.log is None:
+            return 0
+        return int(self._call(self.log.tasks_sent, to_agent, to_status) or 0)
+
+    def record_reassignment(
+        self, *, ts: float, from_agent: str, to_agent: str, tasks: int,
+        to_status: Identity | None,
+    ) -> None:
+        if self.log is not None:
+            self._call(self.log.record_reassignment, ts=ts, from_agent=from_agent,
+                       to_agent=to_agent, tasks=tasks, to_status=to_status)
 
     def prune(self, older_than: float) -> None:
         if self.log is not None:

@@ -5,9 +5,10 @@ small Protocols, read together as the list of what healer needs from the world."
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ __all__ = [
     "Counters",
     "Doc",
     "EventSource",
+    "Identity",
     "IncidentLog",
     "IncidentRecord",
     "MetricsSink",
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 Doc = dict[str, Any]
+Identity = tuple[int, int, int]  # a file version: inode, mtime (ns), size
 
 
 class Clock(Protocol):
@@ -67,7 +70,7 @@ class ReadKind(enum.StrEnum):
     OK = "ok"
     MISSING = "missing"
     TOO_LARGE = "too_large"
-    INVALID = "invalid"  # not JSON, not UTF-8, not an object, or nested too deep
+    INVALID = "invalid"  # read, but not a JSON object healer can parse
     NOT_REGULAR = "not_regular"
     IO = "io"
 
@@ -77,12 +80,14 @@ class StatusSnapshot(Protocol):
 
     @property
     def kind(self) -> ReadKind: ...
-
     @property
     def doc(self) -> Doc | None: ...
-
     @property
     def error(self) -> str | None: ...
+    @property
+    def identity(self) -> Identity | None:
+        """The version read (None when there was no file)."""
+        ...
 
 
 class Written(Protocol):
@@ -94,7 +99,11 @@ class Written(Protocol):
 
 class StatusStore(Protocol):
     """The only way into an agent's folder for the actions: every write atomic, inside the
-    root, never through a symlink, never over the agent's newer write."""
+    root, never through a symlink, never over the agent's newer write. Under `dry_run`
+    nothing is written, every call says what would have been."""
+
+    @property
+    def dry_run(self) -> bool: ...
 
     def read_status(self, agent: str) -> StatusSnapshot: ...
 
@@ -117,14 +126,21 @@ class StatusStore(Protocol):
     def remove_stale_temps(self, agent: str, min_age: float) -> int: ...
 
 
+class _Note(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
 class ScanResult(Protocol):
-    """What a look at one agent's files found."""
+    """What a look at one agent's files found; `status_link` says what healer makes of a
+    status.json that is a symlink (None when it is none)."""
 
     @property
     def last_activity(self) -> float | None: ...
-
     @property
     def created(self) -> float: ...
+    @property
+    def status_link(self) -> _Note | None: ...
 
 
 class WorkspaceReader(Protocol):
@@ -146,13 +162,10 @@ class Change(Protocol):
 
     @property
     def agent(self) -> str: ...
-
     @property
     def when(self) -> float: ...
-
     @property
     def activity(self) -> bool: ...
-
     @property
     def folder(self) -> FolderEvent | None: ...
 
@@ -167,19 +180,14 @@ class EventSource(Protocol):
 
     @property
     def wake(self) -> Event: ...
-
     @property
     def overflowed(self) -> Event: ...
-
     @property
     def changes(self) -> _Clearable: ...
-
     @property
     def poll(self) -> bool: ...
-
     @property
     def events_seen(self) -> int: ...
-
     @property
     def restarts(self) -> int: ...
 
@@ -204,28 +212,20 @@ class IncidentRecord(Protocol):
 
     @property
     def id(self) -> int: ...
-
     @property
     def agent(self) -> str: ...
-
     @property
     def opened_at(self) -> float: ...
-
     @property
     def silence_started_at(self) -> float: ...
-
     @property
     def detected_at(self) -> float: ...
-
     @property
     def stage(self) -> str: ...
-
     @property
     def attempts(self) -> int: ...
-
     @property
     def last_attempt_at(self) -> float | None: ...
-
     @property
     def recovery_done(self) -> bool: ...
 
@@ -264,6 +264,13 @@ class IncidentLog(Protocol):
 
     def action_id_for(self, incident_id: int, attempt: int) -> int | None: ...
 
+    def record_reassignment(
+        self, *, ts: float, from_agent: str, to_agent: str, tasks: int,
+        to_status: Identity | None,
+    ) -> None: ...
+
+    def tasks_sent(self, to_agent: str, to_status: Identity) -> int: ...
+
     def note_self_write(self, path: str, ino: int, mtime_ns: int, size: int, ts: float) -> None:
         ...
 
@@ -289,16 +296,32 @@ class AlertSink(Protocol):
 
     @property
     def sent(self) -> int: ...
-
     @property
     def failed(self) -> int: ...
-
     @property
     def dropped(self) -> int: ...
+
+    def deliveries(self) -> list[tuple[str, int, int, int]]:
+        """Per target: name, sent, failed, dropped."""
+        ...
+
+    def refreshes(self) -> list[tuple[str, int, int]]:
+        """Per Alertmanager target: name, re-sends that worked, that failed."""
+        ...
+
+    def pending(self) -> int:
+        """Alerts queued or being delivered right now."""
+        ...
 
     def send(
         self, agent: str, transition: Transition, details: Mapping[str, Any] | None = None
     ) -> None: ...
+
+    def restore(
+        self, agent: str, transition: Transition, details: Mapping[str, Any] | None = None
+    ) -> None:
+        """An incident carried over a restart that humans heard of: its alert stays open."""
+        ...
 
     def close(self, timeout: float) -> None: ...
 
@@ -321,12 +344,20 @@ class ServiceManager(Protocol):
 
 @dataclass(slots=True)
 class Counters:
-    """What the engine has done since it started (the metrics' counters)."""
+    """What the engine has done since it started (the metrics' counters). The seconds are
+    sums: MTTD and MTTR are a sum over its count."""
 
     heal_actions: int = 0
     recovery_actions: int = 0
     escalations: int = 0
     recoveries: int = 0
+    incidents_opened: int = 0
+    detection_seconds: float = 0.0  # silence at detection, per incident opened
+    recovery_seconds: float = 0.0  # detection to the agent's return, per recovery
+    # Actions by (pipeline, action, applied without error).
+    results: collections.Counter[tuple[str, str, bool]] = field(
+        default_factory=collections.Counter
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +373,13 @@ class Readings:
     alerts_sent: int
     alerts_failed: int
     alerts_dropped: int
+    alerts_pending: int = 0
+    deliveries: tuple[tuple[str, int, int, int], ...] = ()  # target, sent, failed, dropped
+    refreshes: tuple[tuple[str, int, int], ...] = ()  # Alertmanager target, ok, failed
+    overflows: int = 0  # kernel event-queue overflows, each answered by a rescan
+    observer_up: bool = True
+    history_paused: bool = False
+    history_failures: int = 0
 
 
 class MetricsSink(Protocol):

@@ -53,6 +53,8 @@ def render_status(data: dict[str, Any], *, color: bool = False) -> str:
             f"{fit(row['agent'], 20):<20} {stage} {age(row['silent_for']):>8} "
             f"{row['attempts']:>8}  {last}"
         )
+    # Notes below the table, one line each: the columns stay within 80.
+    lines += [f"  {fit(r['agent'], 18)}: {r['note']}" for r in data["agents"] if "note" in r]
     counts: dict[str, int] = {}
     for row in data["agents"]:
         counts[row["stage"]] = counts.get(row["stage"], 0) + 1

@@ -4,6 +4,7 @@ from the start-up scan, the events, the reconcile sweep and the history."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
@@ -14,7 +15,7 @@ from healer.core.policy import Incident, Policy
 from healer.history import History, incident_from_row
 from healer.ports import Clock, IncidentRecord, StatusStore, WorkspaceReader
 
-__all__ = ["STALE_TEMP_AGE", "Tracker"]
+__all__ = ["STALE_TEMP_AGE", "IncidentEnds", "Tracker"]
 
 log = structlog.get_logger()
 
@@ -22,12 +23,20 @@ log = structlog.get_logger()
 # (of the daemon, say, while `check --now` starts beside it): writes take milliseconds.
 STALE_TEMP_AGE = 60.0
 
-Recovered = Callable[[str, Incident, float], None]
+class IncidentEnds(Protocol):
+    """What the tracker hands on (the executor): an incident ended by the agent's
+    activity, one resumed over a restart, one ended without the agent."""
+
+    def recovered(self, agent: str, incident: Incident, when: float) -> None: ...
+
+    def resumed(self, agent: str, incident: Incident, now: float) -> None: ...
+
+    def resolved(self, agent: str) -> None: ...
 
 
 class Tracker:
-    """Keeps the monitor's table in step with the workspace; activity that ends an
-    incident is handed to `recovered`."""
+    """Keeps the monitor's table in step with the workspace; what ends or resumes an
+    incident is handed to `ends`."""
 
     def __init__(
         self,
@@ -37,7 +46,7 @@ class Tracker:
         files: StatusStore,
         history: History,
         policy_for: Callable[[str], Policy],
-        recovered: Recovered,
+        ends: IncidentEnds,
         *,
         cleans_temps: bool,
     ) -> None:
@@ -47,7 +56,7 @@ class Tracker:
         self._files = files
         self._history = history
         self._policy_for = policy_for
-        self._recovered = recovered
+        self._ends = ends
         # Only an engine that may write cleans up after a crashed one (a read-only check not).
         self._cleans_temps = cleans_temps
 
@@ -97,7 +106,9 @@ class Tracker:
             incident = incident_from_row(row, self._policy_for(agent))
             self._history.adopt(agent, row.id)
         if not self._monitor.add(agent, last, incident) and incident is not None:
-            self._recovered(agent, incident, last)
+            self._ends.recovered(agent, incident, last)
+        elif incident is not None:
+            self._ends.resumed(agent, incident, now)
         if announce:
             log.info("agent_added", agent=agent)
         return True
@@ -105,6 +116,7 @@ class Tracker:
     def remove_agent(self, agent: str) -> None:
         if self._monitor.remove(agent) is not None:
             self._history.close(agent, IncidentOutcome.RESOLVED)
+            self._ends.resolved(agent)
         log.info("agent_removed", agent=agent)
 
     def reconcile(self) -> tuple[int, int]:
@@ -135,7 +147,7 @@ class Tracker:
         """Genuine activity of `agent` at `when`."""
         closed = self._monitor.observe(agent, when)
         if closed is not None:
-            self._recovered(agent, closed, when)
+            self._ends.recovered(agent, closed, when)
 
     def _pick_up_resolves(self) -> None:
         """`healer resolve` closes incidents in the history; the daemon follows it here."""
@@ -148,3 +160,4 @@ class Tracker:
                 self._monitor.resolve(agent, self._clock.now())
                 self._history.forget(agent)
                 log.info("incident_resolved", agent=agent, incident=row_id)
+                self._ends.resolved(agent)

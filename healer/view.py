@@ -99,5 +99,6 @@ def status_rows(
             "stage": stage.value,
             "attempts": row.attempts if row is not None else 0,
             "busy_until": _iso(lease) if busy else None,
+            **({"note": found.status_link.value} if found.status_link is not None else {}),
         })
     return rows

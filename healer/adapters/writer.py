@@ -1,5 +1,5 @@
 """The only way healer writes into a workspace: atomic, inside the root, never through a
-symlink, never over an agent's newer write. Each write is noted in the self-write ledger.
+symlink, never over an agent's newer write; each write noted in the ledger of healer's own.
 
 Past ~300 lines because the swap, its undo and the link-if-absent belong together: each
 step's correctness depends on what the step before it recorded in the ledger.
@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -32,8 +32,16 @@ from healer.adapters.fsops import (
     unlink_quiet,
     write_temp,
 )
+from healer.adapters.jsontext import UTF8
 from healer.adapters.ledger import SelfWriteLedger
-from healer.adapters.statusfile import StatusRead, encode, read_snapshot, salvage, still_same
+from healer.adapters.statusfile import (
+    StatusRead,
+    encode,
+    find_copy,
+    read_snapshot,
+    salvage,
+    still_same,
+)
 from healer.clock import SystemClock
 from healer.core.model import ESCALATION_MARKER, STATUS_FILE, free_name, is_own_temp_name
 from healer.errors import ActionError, UnsafePathError, WriteConflictError
@@ -105,7 +113,13 @@ class SafeWriter:
     def update_status(
         self, agent: str, transform: Callable[[Doc], Doc], *, backup: bool = False
     ) -> WriteResult:
-        """Apply `transform` to status.json atomically, re-reading while the agent rewrites it."""
+        """Apply `transform` to status.json atomically, re-reading while the agent rewrites it;
+        written back in the text form (codec, byte order mark, line ends) it came in.
+
+        A file healer cannot parse is backed up and left as the agent wrote it (ActionError),
+        unless `backup`: a caller that keeps the old file beside it (reset_status) replaces
+        the document anyway, from what `salvage` recovers of it.
+        """
         path = self.root / agent / STATUS_FILE
         alog = log.bind(agent=agent)
         with self._dir(agent, ()) as dfd:
@@ -115,11 +129,13 @@ class SafeWriter:
                     raise ActionError(f"not updating {path}: {snap.error}")
                 if snap.kind is ReadKind.INVALID:
                     alog.warning("status_unparseable", path=str(path), error=snap.error)
+                    if not backup:
+                        self._refuse_unreadable(dfd, agent, snap, alog)
                 base = snap.doc if snap.doc is not None else salvage(agent, snap.raw)
                 new = transform(copy.deepcopy(base))
                 if not isinstance(new, dict):
                     raise ActionError(f"status transform returned {type(new).__name__}")
-                data = encode(new)
+                data = encode(new, snap.form or UTF8)
                 if self.dry_run:
                     return WriteResult(path, new, attempt, dry_run=True)
                 bak = None
@@ -341,8 +357,24 @@ class SafeWriter:
             unlink_quiet(dfd, tmp)
             raise
 
+    def _refuse_unreadable(self, dfd: int, agent: str, snap: StatusRead, alog: Any) -> NoReturn:
+        """Back up a file healer cannot parse and raise: rewriting it from a salvage would
+        drop every field the parser could not see."""
+        path = self.root / agent / STATUS_FILE
+        kept = "left as the agent wrote it"
+        if not self.dry_run:
+            with oserrors(path):
+                bak = self._backup(dfd, agent, snap)
+            alog.info("status_backed_up", path=str(path), backup=str(bak))
+            kept = f"backed up as {bak.name} and {kept}"
+        raise ActionError(f"{path} cannot be parsed ({snap.error}); {kept}")
+
     def _backup(self, dfd: int, agent: str, snap: StatusRead) -> Path:
-        """A byte-exact copy `status.json.bak.<UTC stamp>[_n]` of the version `snap` read."""
+        """A byte-exact copy `status.json.bak.<UTC stamp>[_n]` of the version `snap` read,
+        or the backup already holding those bytes: each rung must not add another copy."""
+        same = find_copy(dfd, f"{STATUS_FILE}.bak.", snap.raw or b"")
+        if same is not None:
+            return self.root / agent / same
         stamp = datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{STATUS_FILE}.bak.{stamp}"
         tmp, st = self._temp(dfd, STATUS_FILE, snap.raw or b"", snap.stat)

@@ -71,11 +71,19 @@ class InboxMode(enum.StrEnum):
 
 
 class Transition(enum.StrEnum):
-    """An incident transition humans are told about (SPEC §4, §17)."""
+    """What happened to an incident (or to the swarm) that the operator's stack hears of
+    (SPEC §4, §14, §17)."""
 
     STALLED = "stalled"
     ESCALATED = "escalated"
     RECOVERED = "recovered"
+    RESOLVED = "resolved"  # an operator's `healer resolve`, or the agent's folder removed
+    WAITING = "waiting"
+    WAITING_OVER = "waiting_over"  # internal: ends an AgentWaiting alert
+    FLAPPING = "flapping"
+    FLAPPING_OVER = "flapping_over"
+    SWARM_OUTAGE = "swarm_outage"
+    SWARM_RECOVERED = "swarm_recovered"
 
 
 class FolderEvent(enum.StrEnum):

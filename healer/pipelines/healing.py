@@ -3,7 +3,8 @@ success: that is decided later, by the agent coming back (SPEC §3)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,11 +50,13 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class ActionOutcome:
-    """An action applied (`ok`) or not (`error` says why); applying is not success."""
+    """An action applied (`ok`) or not (`error` says why); applying is not success.
+    `detail` says what it did (a reassignment: to whom, how many tasks)."""
 
     action: str
     ok: bool
     error: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
 
 
 def drop_rescue(writer: StatusStore, ctx: Context, advice: str) -> str:

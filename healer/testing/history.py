@@ -8,6 +8,7 @@ from typing import Any
 
 from healer.core.model import IncidentOutcome, Pipeline, Settlement, Stage
 from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
+from healer.ports import Identity
 
 __all__ = ["MemoryIncidentLog"]
 
@@ -51,6 +52,7 @@ class MemoryIncidentLog:
     actions: list[_Action] = field(default_factory=list)
     writes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     activity: dict[str, float] = field(default_factory=dict)
+    sent: list[tuple[str, int, Identity | None]] = field(default_factory=list)
     closed: bool = False
 
     def open_incident(self, agent: str, *, opened_at: float, silence_started_at: float,
@@ -136,6 +138,13 @@ class MemoryIncidentLog:
         ids = [a.id for a in self.actions if a.incident_id == incident_id
                and a.attempt == attempt and a.pipeline is Pipeline.HEALING]
         return max(ids) if ids else None
+
+    def record_reassignment(self, *, ts: float, from_agent: str, to_agent: str, tasks: int,
+                            to_status: Identity | None) -> None:
+        self.sent.append((to_agent, tasks, to_status))
+
+    def tasks_sent(self, to_agent: str, to_status: Identity) -> int:
+        return sum(n for agent, n, at in self.sent if agent == to_agent and at == to_status)
 
     def note_self_write(self, path: str, ino: int, mtime_ns: int, size: int, ts: float) -> None:
         self.writes[path] = (ino, mtime_ns, size)

@@ -19,6 +19,7 @@ class RecordingAlerts:
     """An AlertSink that keeps every alert: `alerts` holds (agent, transition, details)."""
 
     alerts: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    restored: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     failed: int = 0
     dropped: int = 0
     closed: bool = False
@@ -30,6 +31,19 @@ class RecordingAlerts:
     def send(self, agent: str, transition: str, details: Mapping[str, Any] | None = None
              ) -> None:
         self.alerts.append((agent, str(transition), dict(details or {})))
+
+    def deliveries(self) -> list[tuple[str, int, int, int]]:
+        return [("memory", self.sent, self.failed, self.dropped)]
+
+    def refreshes(self) -> list[tuple[str, int, int]]:
+        return []
+
+    def pending(self) -> int:
+        return 0
+
+    def restore(self, agent: str, transition: str, details: Mapping[str, Any] | None = None
+                ) -> None:
+        self.restored.append((agent, str(transition), dict(details or {})))
 
     def close(self, timeout: float = 0.0) -> None:
         self.closed = True

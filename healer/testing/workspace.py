@@ -10,7 +10,7 @@ from pathlib import Path
 
 from healer.core.statusdoc import parse_busy_until
 from healer.errors import ActionError
-from healer.ports import Doc, ReadKind
+from healer.ports import Doc, Identity, ReadKind
 
 __all__ = ["MemoryStatusStore", "MemoryWorkspace"]
 
@@ -20,6 +20,7 @@ class _Read:
     kind: ReadKind
     doc: Doc | None = None
     error: str | None = None
+    identity: Identity | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +37,14 @@ class MemoryStatusStore:
         self.files: dict[str, dict[str, str]] = collections.defaultdict(dict)
         self.markers: dict[str, str] = {}
         self.backups: dict[str, list[Doc]] = collections.defaultdict(list)
+        self.dry_run = False  # the memory store always writes
+        self._version = 0
 
     def read_status(self, agent: str) -> _Read:
         doc = self.docs.get(agent)
         if doc is None:
             return _Read(ReadKind.MISSING, error="no status.json")
-        return _Read(ReadKind.OK, copy.deepcopy(doc))
+        return _Read(ReadKind.OK, copy.deepcopy(doc), identity=(id(doc), self._version, 0))
 
     def update_status(
         self, agent: str, transform: Callable[[Doc], Doc], *, backup: bool = False
@@ -50,6 +53,7 @@ class MemoryStatusStore:
         if doc is None:
             raise ActionError(f"not updating {agent}/status.json: no status.json")
         self.docs[agent] = transform(copy.deepcopy(doc))
+        self._version += 1
         if not backup:
             return _Written()
         self.backups[agent].append(doc)
@@ -78,6 +82,7 @@ class MemoryStatusStore:
 class _Scan:
     last_activity: float | None
     created: float
+    status_link: None = None  # no symlinks in memory
 
 
 class MemoryWorkspace:
