@@ -1,5 +1,6 @@
 """Configuration: the seed's orchestration.yml plus healer's own keys, parsed once into
-frozen dataclasses. Precedence: CLI flags > environment > file > built-in defaults."""
+frozen dataclasses. Precedence: CLI flags > environment > file > built-in defaults.
+Past 300 lines: the dataclasses double as the configuration reference, one field each."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from healer.config_values import (
     host_port,
     mapping,
     one_line,
+    parse_addr,
     parse_duration,
     part,
     path,
@@ -34,7 +36,7 @@ from healer.config_values import (
     urls,
 )
 from healer.core.commands import CommandSpec
-from healer.core.model import HEAL_ACTIONS
+from healer.core.model import HEAL_ACTIONS, InboxMode
 from healer.errors import ConfigError
 
 __all__ = [
@@ -46,12 +48,13 @@ __all__ = [
     "FlapConfig",
     "SwarmConfig",
     "load_config",
+    "parse_addr",
     "parse_duration",
     "require_tick_fits",
 ]
 
 DEFAULT_CONFIG_PATH = Path("config/orchestration.yml")
-INBOX_MODES = ("consume", "any", "none")
+INBOX_MODES: tuple[str, ...] = tuple(InboxMode)
 LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -109,7 +112,7 @@ class Config:
     ladder: tuple[str, ...] = HEAL_ACTIONS
     auto_recovery: bool = True
     agent_rescue: bool = True
-    inbox_mode: str = "consume"
+    inbox_mode: InboxMode = InboxMode.CONSUME
     max_busy_lease: float = 1800.0
     max_status_bytes: int = 1 << 20
     state_dir: Path | None = None
@@ -276,7 +279,7 @@ def _healer_values(doc: Mapping[str, Any]) -> dict[str, Any]:
         elif key == "activity":
             activity = _subkeys(mapping(value, where), where, {"inbox": choice(INBOX_MODES)})
             if "inbox" in activity:
-                out["inbox_mode"] = activity["inbox"]
+                out["inbox_mode"] = InboxMode(activity["inbox"])
         elif key == "agents":
             out["agents"] = _overrides(mapping(value, where), where)
         elif key == "commands":

@@ -9,13 +9,13 @@ from typing import Any
 
 from healer.config_values import duration, mapping, part, string_list
 from healer.core.commands import ON_TRANSITIONS, CommandSpec, template_problem
-from healer.core.model import HEAL_ACTIONS, RECOVERY_ACTIONS
+from healer.core.model import HEAL_ACTIONS, RecoveryAction
 from healer.errors import ConfigError
 
 __all__ = ["BUILT_IN_ACTIONS", "check_on", "check_rungs", "parse_commands", "parse_on"]
 
 # A command named like a built-in would make `action` in the log and the history ambiguous.
-BUILT_IN_ACTIONS = HEAL_ACTIONS + RECOVERY_ACTIONS
+BUILT_IN_ACTIONS = HEAL_ACTIONS + tuple(RecoveryAction)
 # Names go into log lines, metric labels and the history: keep them plain.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _COMMAND_KEYS = ("run", "timeout")

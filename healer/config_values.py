@@ -3,6 +3,7 @@ the typed value or raises a one-line ConfigError naming that key."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ __all__ = [
     "host_port",
     "mapping",
     "one_line",
+    "parse_addr",
     "parse_duration",
     "part",
     "path",
@@ -129,10 +131,25 @@ def path(value: object, key: str) -> Path:
 
 def host_port(value: object, key: str) -> str:
     given = text(value, key)
-    _host, sep, port = given.rpartition(":")
-    if not sep or not port.isdecimal() or len(port) > 5 or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}")
+    parse_addr(given, key)
     return given
+
+
+def parse_addr(addr: str, key: str = "healer.metrics_addr") -> tuple[str, int]:
+    """HOST:PORT to (host, port), the one check of a listening address. No host means
+    loopback: exposing the swarm's agent names on every interface must be asked for
+    (`0.0.0.0:9464`), never a default."""
+    host, sep, port = addr.rpartition(":")
+    # isdecimal and a length bound, not isdigit: int() refuses "²" and 5,000 digits.
+    if not sep or not port.isdecimal() or len(port) > 5 or int(port) > 65535:
+        raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:9464), got {addr!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"{key}: {host!r} is not an IP address") from None
+    return host, int(port)
 
 
 def url(value: object, key: str) -> str:

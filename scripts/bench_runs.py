@@ -208,8 +208,8 @@ def core_cost(size: int = 10_000, calls: int = 200_000) -> dict[str, Any]:
     """ns per call of Monitor.observe on a populated monitor, and of the watcher handler."""
     from watchdog.events import FileModifiedEvent
 
+    from healer.adapters.ledger import SelfWriteLedger
     from healer.adapters.watcher import Watcher
-    from healer.adapters.writer import SelfWriteLedger
     from healer.core.monitor import Monitor
     from healer.core.policy import Policy
 

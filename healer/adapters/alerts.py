@@ -27,8 +27,10 @@ from healer.adapters.delivery import (
     Transition,
     Worker,
 )
-from healer.clock import Clock, SystemClock, iso
+from healer.clock import SystemClock
 from healer.config import AlertsConfig
+from healer.core.isotime import iso
+from healer.ports import Clock
 
 __all__ = [
     "DISCORD_ENV",

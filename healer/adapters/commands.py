@@ -1,5 +1,6 @@
 """Runs operator commands (SPEC §13) off the caller's thread: argv only, never a shell, each
-in its own process group that is killed at its timeout. Results come back through drain()."""
+in its own process group that is killed at its timeout. Results come back through drain().
+Past 300 lines: the pool, the group kill and the bounded output capture belong together."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 and the tasks healer reassigned.
 
 The daemon writes from its main thread only; the CLI reads through `open_readonly` meanwhile.
+Past 300 lines: every query of the schema lives here, beside the others it must agree with.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from healer.adapters.store_sqlite import (
     Database,
     IncidentRow,
 )
-from healer.clock import Clock, SystemClock
+from healer.clock import SystemClock
 from healer.core.model import Pipeline, Stage
 from healer.errors import StoreError
+from healer.ports import Clock
 
 __all__ = ["SCHEMA_VERSION", "AgentRow", "IncidentRow", "Store"]
 

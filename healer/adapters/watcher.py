@@ -33,9 +33,9 @@ from watchdog.observers import inotify_move_event_grouper
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from healer.adapters.writer import SelfWriteLedger
+from healer.adapters.ledger import SelfWriteLedger
 from healer.core.classify import classify
-from healer.core.model import EventKind
+from healer.core.model import EventKind, FolderEvent, InboxMode
 
 __all__ = ["Change", "Watcher", "watches_left"]
 
@@ -75,12 +75,12 @@ _KINDS: dict[str, EventKind] = {
 @dataclass(frozen=True, slots=True)
 class Change:
     """One thing the main loop must apply: activity of an agent, or an agent folder that
-    appeared (`folder="added"`) or went away (`folder="removed"`)."""
+    appeared or went away (`folder`)."""
 
     agent: str
     when: float
     activity: bool
-    folder: str | None = None
+    folder: FolderEvent | None = None
 
 
 class _Handler(FileSystemEventHandler):
@@ -131,7 +131,7 @@ class Watcher:
         *,
         is_agent: Callable[[str], bool],
         ledger: SelfWriteLedger,
-        inbox_mode: str = "consume",
+        inbox_mode: InboxMode = InboxMode.CONSUME,
         poll: bool = False,
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
@@ -262,13 +262,13 @@ class Watcher:
         handled = False
         if src and os.sep not in src and self.is_agent(src):
             if kind in (EventKind.DELETED, EventKind.MOVED):
-                self.changes.append(Change(src, now, False, folder="removed"))
+                self.changes.append(Change(src, now, False, folder=FolderEvent.REMOVED))
                 handled = True
             elif kind is EventKind.CREATED:
-                self.changes.append(Change(src, now, False, folder="added"))
+                self.changes.append(Change(src, now, False, folder=FolderEvent.ADDED))
                 handled = True
         if dest and os.sep not in dest and self.is_agent(dest):
-            self.changes.append(Change(dest, now, False, folder="added"))
+            self.changes.append(Change(dest, now, False, folder=FolderEvent.ADDED))
             handled = True
         if handled:
             self.wake.set()

@@ -4,7 +4,6 @@ policy. Pure: time comes in as arguments, I/O happens in the caller."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from healer.core.activity import ActivityTable
 from healer.core.model import Stage
@@ -131,12 +130,6 @@ class Monitor:
         timer, and the agent would never be looked at again."""
         if agent in self.table:
             self._arm(agent)
-
-    def attach_id(self, agent: str, incident_id: int) -> None:
-        """Remember the durable id the store gave a newly opened incident."""
-        incident = self._incidents.get(agent)
-        if incident is not None and incident.id is None:
-            self._incidents[agent] = replace(incident, id=incident_id)
 
     # -- views --------------------------------------------------------------------
     def incident(self, agent: str) -> Incident | None:

@@ -38,6 +38,15 @@ class Policy:
         )
         return last_activity + threshold
 
+    def pipeline_for(self, silent: float, in_incident: bool) -> Pipeline | None:
+        """Which pipeline a silence this long belongs to (what `check` reports); None for
+        an agent that is fine."""
+        if silent >= self.recover_after:
+            return Pipeline.RECOVERY
+        if (self.healing_enabled and silent >= self.heal_after) or in_incident:
+            return Pipeline.HEALING
+        return None
+
     def rung(self, attempt: int) -> str:
         """The action of attempt k; past the ladder's end the last rung is repeated."""
         return self.ladder[min(attempt, len(self.ladder)) - 1]
@@ -56,7 +65,6 @@ class Incident:
     recovery_done: bool = False
     escalated: bool = False
     actions: tuple[str, ...] = ()
-    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from healer.adapters.metrics import parse_addr
 from healer.adapters.store import Store
+from healer.config import parse_addr
 from healer.core.model import ESCALATION_MARKER
 from healer.errors import ConfigError
 from tests.conftest import STATUS_FIXTURES, make_agent

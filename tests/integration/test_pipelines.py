@@ -19,8 +19,8 @@ from healer.adapters.alerts import Alerter
 from healer.adapters.store import Store
 from healer.config import AgentOverride, Config
 from healer.core.model import ESCALATION_MARKER
-from healer.engine import Engine
 from healer.testing import FakeClock
+from healer.wiring import build_engine
 from tests.conftest import MALFORMED_FIXTURE, STATUS_FIXTURES, make_agent
 
 HEAL, RECOVER, TICK = 10.0, 25.0, 0.5
@@ -47,7 +47,7 @@ class Rig:
         self.root = root
         self.clock = FakeClock(start=time.time())
         self.store = Store.open(root / ".healer" / "healer.db", clock=self.clock) if store else None
-        self.engine = Engine(config, self.clock, store=self.store, alerter=alerter)
+        self.engine = build_engine(config, self.clock, store=self.store, alerter=alerter)
 
     def start(self) -> None:
         self.engine.start()

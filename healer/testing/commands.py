@@ -1,39 +1,13 @@
-"""Test helpers shipped with the package: a clock that only moves when told."""
+"""A command runner for tests: records each request; runs end when the test says."""
 
 from __future__ import annotations
 
-__all__ = ["FakeClock"]
+from collections.abc import Callable
+from threading import Event
 
+from healer.core.commands import CommandRequest, CommandResult
 
-class FakeClock:
-    """A Clock for tests: time moves only through advance() or set(), never backwards."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = float(start)
-
-    def now(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> float:
-        if seconds < 0:
-            raise ValueError("a FakeClock never moves backwards")
-        self._now += seconds
-        return self._now
-
-    def set(self, when: float) -> float:
-        if when < self._now:
-            raise ValueError("a FakeClock never moves backwards")
-        self._now = float(when)
-        return self._now
-
-
-# -- RecordingCommandRunner: the CommandRunner port (healer.adapters.commands) in memory ----
-from collections.abc import Callable as _Callable  # noqa: E402 -- kept with the fake it serves
-from threading import Event as _Event  # noqa: E402
-
-from healer.core.commands import CommandRequest, CommandResult  # noqa: E402
-
-__all__ += ["RecordingCommandRunner"]
+__all__ = ["RecordingCommandRunner"]
 
 
 class RecordingCommandRunner:
@@ -42,12 +16,12 @@ class RecordingCommandRunner:
 
     def __init__(
         self,
-        respond: _Callable[[CommandRequest], CommandResult | None] | None = None,
+        respond: Callable[[CommandRequest], CommandResult | None] | None = None,
         *,
-        wake: _Event | None = None,
-        now: _Callable[[], float] | None = None,
+        wake: Event | None = None,
+        now: Callable[[], float] | None = None,
     ) -> None:
-        self.wake = wake if wake is not None else _Event()
+        self.wake = wake if wake is not None else Event()
         self.submitted: list[CommandRequest] = []
         self.closed = False
         self._respond = respond
