@@ -128,7 +128,7 @@ def watch(config: Config, load: Callable[[], Config] | None = None) -> None:
         inbox_mode=config.inbox_mode,
         poll=config.poll,
         poll_interval=min(1.0, config.tick),
-        clock=clock.now,
+        clock=clock.monotonic,  # events are stamped on the engine's clock
     )
 
     def reload(read: Callable[[], Config]) -> Config:
@@ -184,7 +184,7 @@ def check(config: Config, *, act: bool) -> CheckReport:
         engine = build_engine(config, clock, store=store, alerter=alerter, record=act,
                               keep_actions=True)
         engine.start()
-        now = clock.now()
+        now = engine.timeline.now()
         if act:
             engine.step(now)
         view = engine.view
