@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from healer.core.heartbeat import HEARTBEAT_FILE
 from healer.core.model import STATUS_FILE, is_own_temp_name
 from healer.core.statusdoc import parse_busy_until
 
@@ -78,13 +79,13 @@ class Scanner:
         return AgentFiles(agent, newest, min(folder_st.st_mtime, now))
 
     def _activity_mtimes(self, folder: str) -> Iterator[float]:
-        status = f"{folder}/{STATUS_FILE}"
-        try:
-            st = os.lstat(status)
-        except OSError:
-            pass
-        else:
-            if not self.is_self(status, st):
+        for name in (STATUS_FILE, HEARTBEAT_FILE):
+            path = f"{folder}/{name}"
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not self.is_self(path, st):
                 yield st.st_mtime
         yield from self._tree(f"{folder}/devlogs", include_dirs=True, top=True)
         if self.inbox_mode == "any":
