@@ -283,6 +283,18 @@ def resolve(settings: _Settings, agent: str) -> None:
                f"{', escalation marker removed' if marker else ''})")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@pass_settings
+def beat(settings: _Settings, args: tuple[str, ...]) -> None:
+    """Write AGENT's heartbeat.json: working, waiting or done (see `healer beat --help`)."""
+    # `healer` itself runs beat before it imports this module (healer/entry.py); this is the
+    # way through click, for `healer --help` and a group option the fast path does not know.
+    from healer.entry import run_beat_command
+
+    run_beat_command(settings.config_path, settings.cli["workspaces"], list(args))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `healer` command."""
     try:
