@@ -14,6 +14,7 @@ import click
 
 from healer import __version__
 from healer.config import LOG_FORMATS, LOG_LEVELS, Config, load_config, require_tick_fits
+from healer.core.heartbeat import HookSource
 from healer.errors import ConfigError, HealerError, StoreError, UsageError
 from healer.log import configure_logging
 
@@ -293,6 +294,27 @@ def beat(settings: _Settings, args: tuple[str, ...]) -> None:
     from healer.entry import run_beat_command
 
     run_beat_command(settings.config_path, settings.cli["workspaces"], list(args))
+
+
+@cli.command()
+@click.argument("agent_cli", metavar="CLI", type=click.Choice([s.value for s in HookSource]))
+@click.argument("agent", required=False)
+@click.option("--install", "install_path", type=click.Path(path_type=Path), default=None,
+              help="Merge the hooks into this Claude Code settings file instead of printing.")
+@pass_settings
+def hooks(settings: _Settings, agent_cli: str, agent: str | None,
+          install_path: Path | None) -> None:
+    """Print the settings that make CLI (claude-code, codex) run `healer beat`."""
+    from healer.hooks import run_hooks
+
+    config = settings.build()
+    try:
+        out, note = run_hooks(config, HookSource(agent_cli), agent, install_path)
+    except HealerError as exc:
+        _fail(str(exc))
+    click.echo(out)
+    if note:
+        click.echo(f"healer: note: {note}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
