@@ -288,7 +288,7 @@ def resolve(settings: _Settings, agent: str) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @pass_settings
 def beat(settings: _Settings, args: tuple[str, ...]) -> None:
-    """Write AGENT's heartbeat.json: working, waiting or done (see `healer beat --help`)."""
+    """Write AGENT's heartbeat.json: working, waiting or done."""
     # `healer` itself runs beat before it imports this module (healer/entry.py); this is the
     # way through click, for `healer --help` and a group option the fast path does not know.
     from healer.entry import run_beat_command
@@ -304,7 +304,10 @@ def beat(settings: _Settings, args: tuple[str, ...]) -> None:
 @pass_settings
 def hooks(settings: _Settings, agent_cli: str, agent: str | None,
           install_path: Path | None) -> None:
-    """Print the settings that make CLI (claude-code, codex) run `healer beat`."""
+    """Print (or --install) the hooks that run `healer beat`.
+
+    CLI is claude-code (a hooks block for .claude/settings.json) or codex (the notify line
+    for ~/.codex/config.toml)."""
     from healer.hooks import run_hooks
 
     config = settings.build()
