@@ -1,6 +1,6 @@
-"""`healer beat`: the agent (or its CLI's hook) saying working, waiting or done. A hook runs it
-on every tool call, so it imports nothing of the daemon, and in hook mode it gives up within
-its budget rather than hold the agent up. Raises healer's errors; cli.py turns them into exits."""
+"""`healer beat`: an agent (or its CLI's hook) saying working, waiting or done. It imports
+nothing of the daemon, in hook mode gives up within its budget rather than hold the agent
+up, and raises healer's errors, which entry.py turns into exit codes."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ from healer.errors import ActionError, PayloadError, UsageError
 
 __all__ = ["HOOK_BUDGET", "MAX_PAYLOAD", "beat_parser", "run_beat"]
 
-# Claude Code waits for the hook before it goes on. Start-up takes about a tenth of a
-# second; what is left of the second the contract allows is this budget.
-HOOK_BUDGET = 0.75
-_PAYLOAD_WAIT = 0.5  # of the budget, at most this long for the payload on stdin
+# Claude Code waits for the hook before it goes on, and the contract gives it one second.
+# Start-up takes a tenth of that, a few tenths on a loaded machine; the rest is this.
+HOOK_BUDGET = 0.6
+_PAYLOAD_WAIT = 0.4  # of the budget, at most this long for the payload on stdin
 MAX_PAYLOAD = 8 << 20  # a PostToolUse payload carries the tool's whole output
 
 _DESCRIPTION = (
@@ -74,7 +74,7 @@ def _budget(seconds: float | None) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: FrameType | None) -> None:
-        raise ActionError(f"beat: gave up after {seconds:g} s; no beat written")
+        raise ActionError(f"beat: gave up after {seconds:g} s (stdin or the filesystem hung)")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
