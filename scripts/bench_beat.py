@@ -1,12 +1,14 @@
 """The wall time of `healer beat` as a process, the way a hook pays it on every tool call:
 plain, and with `--hook claude-code` reading a PreToolUse payload on stdin. Prints the median
-and p95 of each (milliseconds), or JSON with --json. A benchmark, not a test."""
+and p95 of each (milliseconds; and its CPU time, which a loaded machine does not inflate),
+or JSON with --json. A benchmark, not a test."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,18 +46,23 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def measure(argv: Sequence[str], runs: int, stdin: bytes | None = None,
             env: dict[str, str] | None = None) -> dict[str, float]:
-    """Median and p95 wall time, in ms, of `runs` runs of `argv` (after one warm-up run)."""
-    times = []
+    """Median and p95 wall time, and median CPU time, in ms, of `runs` runs of `argv`
+    (after one warm-up run)."""
+    times, cpu = [], []
     for i in range(runs + 1):
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         done = subprocess.run(argv, input=stdin, capture_output=True, env=env, check=False)
         elapsed = (time.perf_counter() - t0) * 1000.0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr!r}")
         if i:
             times.append(elapsed)
+            cpu.append((after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime) * 1e3)
     return {"median_ms": round(statistics.median(times), 1),
-            "p95_ms": round(_percentile(times, 0.95), 1), "runs": runs}
+            "p95_ms": round(_percentile(times, 0.95), 1),
+            "cpu_median_ms": round(statistics.median(cpu), 1), "runs": runs}
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -81,7 +88,7 @@ def main(args: Sequence[str] | None = None) -> int:
     for name in ("beat", "beat --hook claude-code"):
         row = results[name]
         print(f"  healer {name:<24} median {row['median_ms']:6.1f} ms"
-              f"   p95 {row['p95_ms']:6.1f} ms")
+              f"   p95 {row['p95_ms']:6.1f} ms   cpu {row['cpu_median_ms']:6.1f} ms")
     return 0
 
 
