@@ -308,7 +308,7 @@ class Engine:
             outcomes.append(recovery.rescue(self.writer, ctx))
         if self.config.auto_recovery:
             candidates = self._active_agents(agent)
-            outcomes.append(recovery.reassign_tasks(self.writer, ctx, candidates))
+            outcomes.append(recovery.reassign_tasks(self.writer, ctx, candidates, self.history))
         for outcome in outcomes:
             self._record(incident, Pipeline.RECOVERY, outcome, 0, now)
         self._alert(agent, "stalled", silent_for=round(now - last, 3), pipeline="recovery")
@@ -382,6 +382,9 @@ class Engine:
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
+        if outcome.action == "reassign_tasks" and outcome.ok:
+            # "ok, 0 tasks" and a real hand-over must not read the same in the log.
+            fields.update({k: outcome.detail[k] for k in ("tasks", "to") if k in outcome.detail})
         if self.config.dry_run:
             fields["dry_run"] = True  # decided and logged, not written: no one may think so
         self.results[(pipeline.value, outcome.action, outcome.ok)] += 1

@@ -411,10 +411,6 @@ class TestMassStall:
 
 
 class TestSpreading:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="the engine does not yet pass its History to recovery.reassign_tasks (sent=)",
-    )
     def test_three_stalled_agents_tasks_land_on_three_healthy_agents(
         self, tmp_path: Path
     ) -> None:
