@@ -11,6 +11,7 @@ from typing import Any
 
 from healer.adapters.alerts import Alerter
 from healer.adapters.ledger import SelfWriteLedger
+from healer.adapters.lockfile import WorkspaceLock
 from healer.adapters.metrics import serve_metrics
 from healer.adapters.scan import Scanner
 from healer.adapters.store import Store
@@ -115,8 +116,24 @@ def build_engine(
 # -- watch --------------------------------------------------------------------------------
 
 
+def _acting(config: Config, role: str) -> WorkspaceLock | None:
+    """The workspace's lock for a command that acts (WorkspaceBusyError when another holds
+    it). A dry run writes nothing at all, not even the lock, and may run beside one."""
+    return None if config.dry_run else WorkspaceLock.acquire(config.state_path, role)
+
+
 def watch(config: Config, load: Callable[[], Config] | None = None) -> None:
-    """Run the daemon until a signal stops it; `load` reads the config again on SIGHUP."""
+    """Run the daemon until a signal stops it; `load` reads the config again on SIGHUP.
+    One per workspace: a second is refused while the first holds the lock."""
+    lock = _acting(config, "healer watch")
+    try:
+        _watch(config, load)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _watch(config: Config, load: Callable[[], Config] | None) -> None:
     clock = SystemClock()
     store = None if config.dry_run else open_history(config, write=True)
     alerter = Alerter.from_config(
@@ -178,7 +195,17 @@ class CheckReport:
 
 
 def check(config: Config, *, act: bool) -> CheckReport:
-    """One look at every agent; with `act` (--now) the pipelines run once as well."""
+    """One look at every agent; with `act` (--now) the pipelines run once as well, under
+    the workspace's lock: never beside a running daemon, which would act a second time."""
+    lock = _acting(config, "healer check --now") if act else None
+    try:
+        return _check(config, act=act)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check(config: Config, *, act: bool) -> CheckReport:
     clock = SystemClock()
     store = open_history(config, write=act and not config.dry_run)
     alerter = Alerter.from_config(
