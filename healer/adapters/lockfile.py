@@ -41,7 +41,7 @@ class WorkspaceLock:
             # No O_TRUNC: the holder's pid must survive a rival's open. Close-on-exec: a
             # command healer runs (a restart that leaves the agent in the background) must
             # not inherit the lock and hold it after healer is gone.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot open the lock {path}: {exc}") from exc
         try:
@@ -59,8 +59,12 @@ class WorkspaceLock:
             os.close(fd)
             log.warning("workspace_lock_unavailable", path=str(path), error=str(exc))
             return cls(path, None)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {role}\n".encode(), 0)
+        try:
+            os.fchmod(fd, 0o600)  # like the history's files, whatever the umask
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {role}\n".encode(), 0)
+        except OSError as exc:  # held all the same; a rival's error says "pid unknown"
+            log.warning("workspace_lock_pid_not_written", path=str(path), error=str(exc))
         return cls(path, fd)
 
     def release(self) -> None:

@@ -37,6 +37,7 @@ class TestWorkspaceLock:
         first = WorkspaceLock.acquire(state, "healer watch")
         assert first.held
         assert (state / LOCK_FILE).read_text() == f"{os.getpid()} healer watch\n"
+        assert (state / LOCK_FILE).stat().st_mode & 0o777 == 0o600
         with pytest.raises(WorkspaceBusyError, match=rf"pid {os.getpid()}, healer watch"):
             WorkspaceLock.acquire(state, "healer check --now")
         assert (state / LOCK_FILE).read_text() == f"{os.getpid()} healer watch\n"
