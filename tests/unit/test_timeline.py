@@ -202,3 +202,59 @@ class TestDaemonUnderWallSteps:
         swarm.run(0.5)
         assert before is not None and table.get("Agent-9") == swarm.clock.monotonic()
         assert swarm.daemon.engine.monitor.wheel.deadline("Agent-9") is not None
+
+
+class TestWallTimesAtTheBoundary:
+    def _engine(self, tmp_path: Path, clock: FakeClock, workspace: MemoryWorkspace,
+                log: MemoryIncidentLog, **config: Any) -> Engine:
+        settings = Config(workspaces=tmp_path, heal_after=HEAL, recover_after=RECOVER,
+                          tick=TICK, **config)
+        return Engine(settings, clock, workspace=workspace, files=workspace.files,
+                      history=History(log, clock))
+
+    @pytest.mark.parametrize("step", [3600.0, -3600.0])
+    def test_a_lease_is_read_against_the_wall_clock_and_capped_on_the_monotonic(
+        self, tmp_path: Path, step: float
+    ) -> None:
+        """busy_until is the agent's wall time, read as one at each decision; its cap
+        (max_busy_lease after the write) counts on the monotonic clock, whatever the step."""
+        clock = FakeClock(start=WALL0, monotonic=MONO0)
+        workspace = MemoryWorkspace()
+        workspace.add("Agent-1", clock.now(), doc={"busy_until": iso(WALL0 + 86_400)})
+        engine = self._engine(tmp_path, clock, workspace, MemoryIncidentLog(),
+                              max_busy_lease=5.0)
+        engine.start()
+        clock.step(step)
+        with capture_logs() as logs:
+            while clock.monotonic() + TICK < MONO0 + 5.0 + HEAL - 1e-9:
+                clock.advance(TICK)
+                engine.step()
+            assert named(logs, "stall_detected") == []
+            clock.advance(TICK)
+            engine.step()
+        assert [s["agent"] for s in named(logs, "stall_detected")] == ["Agent-1"]
+
+    def test_a_restart_after_a_step_resumes_from_the_stored_wall_times(
+        self, tmp_path: Path
+    ) -> None:
+        """A step while healer ran, then a clean stop and a start: the saved last activity
+        is written as the wall clock reads it at the save (its age kept), so the restart,
+        which reads it by its age, finds the agent exactly as silent as it was."""
+        clock = FakeClock(start=WALL0, monotonic=MONO0)
+        workspace = MemoryWorkspace()
+        # Its files are older than the step back (a newer mtime would be in the restarted
+        # clock's future, which counts as now).
+        workspace.add("Agent-1", WALL0 - 7200)
+        log = MemoryIncidentLog()
+        first = self._engine(tmp_path, clock, workspace, log)
+        first.start()
+        clock.advance(1.0)
+        first.observe("Agent-1", clock.monotonic())  # an event the files do not show
+        clock.step(-3600)
+        clock.advance(0.5)
+        first.save()
+        assert log.last_activities() == {"Agent-1": clock.now() - 0.5}
+        restarted = FakeClock(start=clock.now() + 0.25, monotonic=77.0)  # a new boot
+        second = self._engine(tmp_path, restarted, workspace, log)
+        second.start()
+        assert second.monitor.table.get("Agent-1") == pytest.approx(77.0 - 0.75)
