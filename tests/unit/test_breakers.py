@@ -12,9 +12,17 @@ from structlog.testing import capture_logs
 
 from healer.config import Config, FlapConfig, SwarmConfig
 from healer.core.model import Stage
+from healer.daemon import Daemon
 from healer.engine import Engine
 from healer.history import History
-from healer.testing import FakeClock, MemoryIncidentLog, MemoryWorkspace, RecordingAlerts
+from healer.testing import (
+    FakeClock,
+    FakeEvents,
+    MemoryIncidentLog,
+    MemoryWorkspace,
+    RecordingAlerts,
+    RecordingNotifier,
+)
 from healer.view import status_rows
 
 HEAL, RECOVER, TICK, WINDOW = 2.0, 5.0, 0.1, 60.0
@@ -282,6 +290,39 @@ class TestFlapping:
             swarm.back(agent)
         swarm.run(HEAL + 2 * TICK, active=names(4))
         assert swarm.told() == [("Agent-1", "flapping")]
+
+
+class TestInTheDaemon:
+    def test_the_daemons_loop_ends_a_flapping_on_its_timer(self) -> None:
+        """Stepped through Daemon.steps(), the agents' writes as events: the breaker's sweep
+        runs on the loop's own ticks."""
+        swarm = Swarm(3)
+        events_ = FakeEvents()
+        daemon = Daemon(swarm.config, clock=swarm.clock, engine=swarm.engine, watcher=events_,
+                        notifier=RecordingNotifier(), alerter=swarm.alerts, store=swarm.log)
+        steps = daemon.steps()
+
+        def run(seconds: float, active: tuple[str, ...]) -> None:
+            end = swarm.clock.now() + seconds
+            while swarm.clock.now() < end - 1e-9:
+                swarm.clock.advance(TICK)
+                for agent in active:
+                    swarm.workspace.touch(agent, swarm.clock.now())
+                    events_.push(agent, swarm.clock.now())
+                next(steps)
+
+        daemon.start()
+        for _ in range(3):
+            run(HEAL + TICK, ("Agent-2", "Agent-3"))
+            run(TICK, ("Agent-1", "Agent-2", "Agent-3"))
+        assert swarm.engine.breakers.is_flapping("Agent-1")
+        with capture_logs() as logs:
+            run(WINDOW + 2 * TICK, ("Agent-1", "Agent-2", "Agent-3"))
+        assert len(events(logs, "agent_flapping_over", "Agent-1")) == 1
+        assert swarm.sent()[-1] == ("Agent-1", "flapping_over")
+        with capture_logs() as logs:
+            run(HEAL + TICK, ("Agent-2", "Agent-3"))  # its next stall is healed again
+        assert [e["action"] for e in events(logs, "heal_action", "Agent-1")] == ["force_update"]
 
 
 class TestDryRun:
