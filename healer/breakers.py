@@ -12,7 +12,7 @@ import structlog
 
 from healer.config import Config
 from healer.core.flap import FlapBreaker, FlapPolicy, FlapVerdict
-from healer.core.model import RecoveryAction, Transition
+from healer.core.model import Transition
 from healer.core.monitor import Monitor
 from healer.core.swarm import SwarmJudge, SwarmPolicy, SwarmVerdict
 from healer.fold import AlertFold
@@ -135,14 +135,12 @@ class Breakers:
         self._release_at = now + self.config.heal_after
 
     def holds_tasks(self, agent: str) -> bool:
-        """True (and the skip logged) when an outage holds back the agent's reassignment:
-        there is nobody healthy to take its tasks."""
+        """True when an outage holds back the agent's reassignment: there is nobody healthy
+        to take its tasks. They move once the outage is over, if it is still silent then."""
         if not self.swarm.outage:
             return False
         self._held_tasks.add(agent)
         self._tasks_skipped += 1
-        log.info("recovery_action", agent=agent, action=RecoveryAction.REASSIGN_TASKS.value,
-                 ok=False, skipped="swarm_outage", **self._dry())
         return True
 
     # -- the timer --------------------------------------------------------------------------

@@ -41,6 +41,15 @@ __all__ = ["ActionReport", "Executor"]
 
 log = structlog.get_logger()
 
+# A reassignment a swarm outage holds back: failed (nothing moved), said why, and recorded
+# like any failed action; `skipped` tells it apart from a reassignment that went wrong.
+_HELD_BACK = ActionOutcome(
+    RecoveryAction.REASSIGN_TASKS, False,
+    "held back: the swarm is in an outage, no healthy agent to take the tasks",
+    {"skipped": "swarm_outage"},
+)
+_LOGGED_DETAIL = ("tasks", "to", "skipped")  # what a recovery action's log line says it did
+
 
 @dataclass(frozen=True, slots=True)
 class ActionReport:
@@ -107,8 +116,9 @@ class Executor:
         outcomes: list[ActionOutcome] = []
         if self.config.agent_rescue:
             outcomes.append(recovery.rescue(self._files, ctx))
-        if self.config.auto_recovery and not self._breakers.holds_tasks(agent):
-            outcomes.append(self._reassign(ctx))
+        if self.config.auto_recovery:
+            held = self._breakers.holds_tasks(agent)
+            outcomes.append(_HELD_BACK if held else self._reassign(ctx))
         for outcome in outcomes:
             self._record(agent, Pipeline.RECOVERY, outcome, 0, now)
         self._alert(agent, Transition.STALLED, silent_for=round(now - last, 3),
@@ -202,6 +212,7 @@ class Executor:
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
+        fields.update({k: outcome.detail[k] for k in _LOGGED_DETAIL if k in outcome.detail})
         if self.config.dry_run:
             fields["dry_run"] = True  # decided and logged, not written: no one may think so
         self.counters.results[(pipeline.value, outcome.action, outcome.ok)] += 1
