@@ -117,6 +117,17 @@ class History:
             last_attempt_at=None if row.last_attempt_at is None else age(row.last_attempt_at),
         )
 
+    def incident_spans(self, since: float) -> list[tuple[str, float, float | None]]:
+        """(agent, opened, closed or None) of the incidents open or closed after `since`."""
+        if self.log is None:
+            return []
+
+        def age(t: float) -> float:
+            return wall_age(self._clock, t)
+
+        return [(agent, age(opened), None if closed is None else age(closed))
+                for agent, opened, closed in self.log.incident_spans(self._wall(since))]
+
     def open_ids(self) -> set[int] | None:
         """Ids of the incidents still open on record (None when it could not be read)."""
         if self.log is None:

@@ -258,3 +258,32 @@ class TestWallTimesAtTheBoundary:
         second = self._engine(tmp_path, restarted, workspace, log)
         second.start()
         assert second.monitor.table.get("Agent-1") == pytest.approx(77.0 - 0.75)
+
+    def test_a_new_boot_rebuilds_the_flapping_breaker_from_the_stored_wall_times(
+        self,
+    ) -> None:
+        """The incidents' spans are stored as wall times and read back by their age: after
+        a reboot (a new monotonic clock) the agent is still flapping, and it is over a
+        window after its last incident ended, as the wall clock tells it."""
+        from tests.unit.test_breakers import WINDOW
+        from tests.unit.test_breakers import Swarm as Breakers
+        from tests.unit.test_breakers import flap
+
+        first = Breakers(3)  # its helpers speak wall time: both clocks level
+        others = ["Agent-2", "Agent-3"]
+        flap(first, "Agent-1", 3, others)  # the third trips it, and ends too
+        assert first.engine.breakers.is_flapping("Agent-1")
+        last_end = first.clock.now() - TICK  # when Agent-1 came back the last time
+        rebooted = FakeClock(start=first.clock.now() + 1.0, monotonic=12.0)
+        over = None
+        with capture_logs() as logs:
+            second = Breakers(3, log=first.log, clock=rebooted)
+            while over is None and rebooted.now() < last_end + 2 * WINDOW:
+                rebooted.advance(TICK)
+                for agent in ("Agent-1", *others):  # writes found by their mtimes
+                    second.workspace.touch(agent, rebooted.now())
+                second.engine.step()
+                if named(logs, "agent_flapping_over", "Agent-1"):
+                    over = rebooted.now()
+        assert named(logs, "agent_flapping", "Agent-1")[0]["restored"] is True
+        assert over == pytest.approx(last_end + WINDOW, abs=2 * TICK)
