@@ -24,6 +24,8 @@ from healer.testing import (
     RecordingNotifier,
 )
 from healer.timeline import FileTimes, Timeline
+from tests.unit.test_breakers import WINDOW, flap
+from tests.unit.test_breakers import Swarm as Breakers
 
 WALL0, MONO0 = 1_700_000_000.0, 5_000.0  # far apart: a time on the wrong clock shows
 Logs = list[dict[str, Any]]
@@ -265,10 +267,6 @@ class TestWallTimesAtTheBoundary:
         """The incidents' spans are stored as wall times and read back by their age: after
         a reboot (a new monotonic clock) the agent is still flapping, and it is over a
         window after its last incident ended, as the wall clock tells it."""
-        from tests.unit.test_breakers import WINDOW
-        from tests.unit.test_breakers import Swarm as Breakers
-        from tests.unit.test_breakers import flap
-
         first = Breakers(3)  # its helpers speak wall time: both clocks level
         others = ["Agent-2", "Agent-3"]
         flap(first, "Agent-1", 3, others)  # the third trips it, and ends too
