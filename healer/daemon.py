@@ -256,8 +256,9 @@ class Daemon:
                     ).is_dir():
                         self.engine.remove_agent(change.agent)
                 case _ if change.agent not in monitor:
-                    # The first event of a folder whose creation we did not see.
-                    self.engine.add_agent(change.agent)
+                    # The first event of a folder whose creation we did not see: its
+                    # appearance, as far as healer can tell.
+                    self.engine.add_agent(change.agent, at=change.when)
                     if change.activity:
                         self.engine.observe(change.agent, change.when)
                 case _ if change.activity:
