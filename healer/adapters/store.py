@@ -15,6 +15,7 @@ from typing import Any, Final
 import structlog
 
 from healer.adapters.fsops import Identity
+from healer.adapters.store_commands import insert_command_run
 from healer.adapters.store_report import history_stats
 from healer.adapters.store_sqlite import (
     ACTION_OUTCOMES,
@@ -27,6 +28,7 @@ from healer.adapters.store_sqlite import (
     IncidentRow,
 )
 from healer.clock import SystemClock
+from healer.core.commands import CommandKind, CommandResult
 from healer.core.model import Pipeline, Stage
 from healer.errors import StoreError
 from healer.ports import Clock
@@ -220,19 +222,17 @@ class Store:
             cur = db.execute(
                 "INSERT INTO actions (ts, agent, incident_id, pipeline, action, attempt,"
                 " applied_ok, error, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ts,
-                    agent,
-                    incident_id,
-                    kind.value,
-                    action,
-                    attempt,
-                    int(applied_ok),
-                    error,
-                    outcome,
-                ),
+                (ts, agent, incident_id, kind.value, action, attempt, int(applied_ok), error,
+                 outcome),
             )
         return int(cur.lastrowid or 0)
+
+    def record_command(
+        self, result: CommandResult, *, kind: CommandKind, incident_id: int | None,
+        action_id: int | None,
+    ) -> int:
+        """Append what a command run did; a rung's action takes the run's `ok` as applied."""
+        return insert_command_run(self._db, result, kind, incident_id, action_id)
 
     def settle_action(self, action_id: int, outcome: str) -> bool:
         """Settle a pending healing action; False if it was not pending (already settled)."""
@@ -358,6 +358,9 @@ class Store:
         for table, where in (
             ("actions", "incident_id IS NULL AND ts < ?"),
             ("reassignments", "ts < ?"),
+            # A run of an open incident is kept with it, as its actions are.
+            ("command_runs", "ts < ? AND (incident_id IS NULL OR incident_id NOT IN"
+             " (SELECT id FROM incidents WHERE closed_at IS NULL))"),
             # A status.json healer wrote last stays recorded however old (one row per
             # agent): forgetting it would let a restart take healer's write for the agent's.
             ("self_writes", "ts < ? AND path NOT LIKE '%/status.json'"),
