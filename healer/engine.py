@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import structlog
 
+from healer.commanding import Commanding
 from healer.config import Config
 from healer.core.monitor import Monitor
 from healer.core.policy import Incident, Policy, StallDetected, Step
 from healer.executor import Executor
 from healer.history import History
-from healer.ports import AlertSink, Clock, StatusStore, WorkspaceReader
+from healer.ports import AlertSink, Clock, CommandRunner, StatusStore, WorkspaceReader
 from healer.tracker import Tracker
 from healer.view import EngineView
 
@@ -39,6 +40,7 @@ class Engine:
         files: StatusStore,
         history: History,
         alerts: AlertSink | None = None,
+        commands: CommandRunner | None = None,
         cleans_temps: bool = True,
         keep_actions: bool = False,
     ) -> None:
@@ -47,8 +49,10 @@ class Engine:
         self.history = history
         self._workspace = workspace
         self.monitor = Monitor(self.policy_for, config.tick, clock.now())
+        self.commands = Commanding(config, clock, self.monitor, history, commands)
         self.executor = Executor(
-            config, clock, self.monitor, files, history, alerts, keep_actions=keep_actions
+            config, clock, self.monitor, files, history, alerts, commands=self.commands,
+            keep_actions=keep_actions,
         )
         self.tracker = Tracker(
             clock, self.monitor, workspace, files, history, self.policy_for, self.executor,
@@ -77,11 +81,26 @@ class Engine:
         """New config, same state: incidents, attempts and counters carry over."""
         self.config = config
         self.executor.config = config
+        self.commands.config = config
         self.monitor.set_policy(self.policy_for)
 
     def save(self) -> None:
         """Persist what a restart needs (called on a clean stop)."""
         self.history.save_last_activity(dict(self.monitor.table.items()))
+
+    # -- commands -------------------------------------------------------------------------
+    def finish_commands(self, wait: bool = False) -> int:
+        """Report the commands that ended (with `wait`, as one-shot `check` does, first let
+        every pending one end); returns how many rungs were reported."""
+        done = self.commands.wait() if wait else self.commands.collect()
+        for rung in done:
+            self.executor.report_rung(rung)
+        return len(done)
+
+    def close_commands(self, timeout: float) -> None:
+        """Stop running commands (killed after `timeout`) and report how each one ended."""
+        for rung in self.commands.close(timeout):
+            self.executor.report_rung(rung)
 
     # -- time -----------------------------------------------------------------------------
     def step(self, now: float | None = None) -> int:

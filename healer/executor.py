@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from healer.commanding import Commanding, RungDone
 from healer.config import Config
 from healer.core.isotime import iso
 from healer.core.model import (
@@ -63,6 +64,7 @@ class Executor:
         history: History,
         alerts: AlertSink | None,
         *,
+        commands: Commanding,
         keep_actions: bool = False,
     ) -> None:
         self.config = config
@@ -71,6 +73,7 @@ class Executor:
         self._files = files
         self._history = history
         self._alerts = alerts
+        self._commands = commands
         self.counters = Counters()
         self._counted: dict[str, float] = {}  # agent -> opened_at of the incident counted
         # `check` reports what it did; a daemon must not keep every action of its lifetime.
@@ -87,6 +90,11 @@ class Executor:
                 )
             case SettleAttempt(attempt=attempt):
                 self._history.settle(agent, attempt, Settlement.FAILED)
+            case HealAttempt(attempt=attempt, action=action) if self._commands.is_rung(action):
+                ctx = Context(agent, now, attempt, now - last, last, incident.actions[:-1])
+                done = self._commands.start_rung(incident, ctx, action)
+                if done is not None:  # not run (--dry-run): reported at once
+                    self.report_rung(done)
             case HealAttempt(attempt=attempt, action=action):
                 ctx = Context(agent, now, attempt, now - last, last, incident.actions[:-1])
                 outcome = apply_rung(self._files, action, ctx)
@@ -133,6 +141,7 @@ class Executor:
     def recovered(self, agent: str, incident: Incident, when: float) -> None:
         """The agent showed genuine activity: its incident ends as recovered."""
         silent_for = max(0.0, when - incident.silence_start)
+        self._commands.remember(agent, incident)
         log.info("agent_recovered", agent=agent, silent_for=round(silent_for, 3),
                  attempts=incident.attempts)
         self.counters.recoveries += 1
@@ -184,9 +193,19 @@ class Executor:
         self._history.record_action(
             agent, pipeline, outcome.action, attempt, outcome.ok, outcome.error, now
         )
+        self._report(agent, pipeline, outcome, attempt)
+
+    def report_rung(self, done: RungDone) -> None:
+        """A command rung ended (its action was recorded when it started): log and count it."""
+        self._report(done.agent, Pipeline.HEALING, done.outcome, done.attempt)
+
+    def _report(self, agent: str, pipeline: Pipeline, outcome: ActionOutcome, attempt: int
+                ) -> None:
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
+        # What it did: a reassignment's tasks and receiver, a command's exit code and output.
+        fields.update(outcome.detail)
         if self.config.dry_run:
             fields["dry_run"] = True  # decided and logged, not written: no one may think so
         self.counters.results[(pipeline.value, outcome.action, outcome.ok)] += 1
@@ -211,6 +230,7 @@ class Executor:
         return [a for _, a in sorted(rows, reverse=True)]
 
     def _alert(self, agent: str, transition: Transition, **details: Any) -> None:
+        self._commands.on_transition(agent, transition, details)  # `on:`, with the alert
         if self.config.dry_run:
             return
         if self._alerts is not None:
