@@ -116,6 +116,9 @@ class TestARungThatNamesACommand:
         with capture_logs() as logs:
             rig.run(HEAL - 2 * TICK)
             assert rig.attempts(logs) == [(1, "nudge")]  # the outcome, at once; no attempt 2
+            # On record too: a restart now would also count heal_after from the command's end.
+            assert rig.log.incidents[0].last_attempt_at == pytest.approx(
+                ended + TICK)
             rig.run(3 * TICK)
         assert rig.attempts(logs) == [(1, "nudge"), (2, "force_update")]
         second = rig.engine.monitor.incident("Agent-1")
