@@ -157,6 +157,8 @@ class Commanding:
                 self._finish(pending, _not_run(request, now), now)
                 continue
             self._pending[id(request)] = pending
+            log.info("command_started", agent=agent, command=name,
+                     transition=transition.value, timeout=request.spec.timeout)
             self._runner.submit(request)
             submitted += 1
         return submitted
