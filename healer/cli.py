@@ -14,6 +14,7 @@ import click
 
 from healer import __version__
 from healer.config import LOG_FORMATS, LOG_LEVELS, Config, load_config, require_tick_fits
+from healer.core.heartbeat import HookSource
 from healer.core.model import Stage
 from healer.errors import ConfigError, HealerError, StoreError
 from healer.log import configure_logging
@@ -191,6 +192,42 @@ def resolve(settings: _Settings, agent: str) -> None:
         return
     click.echo(f"{agent}: resolved (incident closed after {done.attempts} attempts"
                f"{', escalation marker removed' if done.marker_removed else ''})")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@pass_settings
+def beat(settings: _Settings, args: tuple[str, ...]) -> None:
+    """Write AGENT's heartbeat.json: working, waiting or done."""
+    # `healer` itself runs beat before it imports this module (healer/entry.py); this is the
+    # way through click, for `healer --help` and a group option the fast path does not know.
+    from healer.entry import run_beat_command
+
+    run_beat_command(settings.config_path, settings.cli["workspaces"], list(args))
+
+
+@cli.command()
+@click.argument("agent_cli", metavar="CLI", type=click.Choice([s.value for s in HookSource]))
+@click.argument("agent", required=False)
+@click.option("--install", "install_path", type=click.Path(path_type=Path), default=None,
+              help="Merge the hooks into this Claude Code settings file instead of printing.")
+@pass_settings
+def hooks(settings: _Settings, agent_cli: str, agent: str | None,
+          install_path: Path | None) -> None:
+    """Print (or --install) the hooks that run `healer beat`.
+
+    CLI is claude-code (a hooks block for .claude/settings.json) or codex (the notify line
+    for ~/.codex/config.toml)."""
+    from healer.hooks import run_hooks
+
+    config = settings.build()
+    try:
+        out, note = run_hooks(config, HookSource(agent_cli), agent, install_path)
+    except HealerError as exc:
+        _fail(str(exc))
+    click.echo(out)
+    if note:
+        click.echo(f"healer: note: {note}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

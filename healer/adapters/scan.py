@@ -13,6 +13,7 @@ from pathlib import Path
 
 from healer.adapters.fsops import open_dirs
 from healer.adapters.statusfile import StatusRead, read_snapshot
+from healer.core.heartbeat import HEARTBEAT_FILE
 from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name
 from healer.core.statusdoc import parse_busy_until
 from healer.errors import ActionError
@@ -134,6 +135,13 @@ class Scanner:
         mtime = self._status_mtime(agent, f"{folder}/{STATUS_FILE}", link)
         if mtime is not None:
             yield mtime
+        try:
+            # healer never writes heartbeat.json, so every version of it is the agent's.
+            beat: os.stat_result | None = os.lstat(f"{folder}/{HEARTBEAT_FILE}")
+        except OSError:
+            beat = None
+        if beat is not None:
+            yield beat.st_mtime
         yield from self._tree(f"{folder}/devlogs", include_dirs=True, top=True)
         if self.inbox_mode == InboxMode.ANY:
             # Not the inbox's own mtime: healer's rescue messages change it too, and a

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from healer.core.heartbeat import HEARTBEAT_FILE
 from healer.core.model import STATUS_FILE, EventKind, InboxMode, Observation, is_own_temp_name
 
 __all__ = ["classify", "split_path"]
 
 INBOX = "inbox"
 DEVLOGS = "devlogs"
+# The agent's own files at the top of its folder: any write to one is its activity.
+_TOP_FILES = (STATUS_FILE, HEARTBEAT_FILE)
 
 
 def split_path(relpath: str) -> tuple[str, ...]:
@@ -18,7 +21,7 @@ def split_path(relpath: str) -> tuple[str, ...]:
 
 
 def _is_activity_file(parts: tuple[str, ...]) -> bool:
-    if len(parts) == 2 and parts[1] == STATUS_FILE:
+    if len(parts) == 2 and parts[1] in _TOP_FILES:
         return True
     return len(parts) >= 2 and parts[1] == DEVLOGS
 

@@ -234,7 +234,8 @@ class TestSafety:
         quiet(make_agent(root, "Agent-1"))
         out = tmp_path / "ran.jsonl"
         config = (
-            f"healer:\n  commands:\n    nudge: {{run: ['{probe(tmp_path)}', '{out}', '{{agent}}']}}\n"
+            f"healer:\n  commands:\n    nudge: {{run: ['{probe(tmp_path)}', '{out}',"
+            " '{agent}']}\n"
             "  ladder: [nudge]\n  on: {escalated: [nudge], stalled: [nudge]}\n"
             "overnight: {self_healing: {max_attempts: 1}}\n"
         )
