@@ -13,7 +13,8 @@ __all__ = ["CommandRunLog", "CommandRunner"]
 
 class CommandRunner(Protocol):
     """Runs commands without ever blocking the caller; `wake` is set when a result is ready.
-    Every submitted run gets exactly one result, also when it could not start or was killed."""
+    Every submitted run gets exactly one result, carrying the very request submitted, also
+    when it could not start or was killed."""
 
     wake: Event
 
