@@ -1,13 +1,12 @@
 """Operator commands in the engine (SPEC §13, §17): a ladder rung naming a command is handed
-to the runner and its agent held until the command ends; `on:` commands run at incident
-transitions; the loop drains the results, which are logged and recorded here."""
+to the runner and its agent held until the command ends; `on:` commands run as their
+transition's alert goes out; the loop drains the results, logged and recorded here."""
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from healer.history import History
 from healer.pipelines.healing import ActionOutcome, Context
 from healer.ports import Clock, CommandRunner
 
-__all__ = ["HOLD", "RESULT_SLACK", "SWARM_TRANSITIONS", "Commanding", "RungDone"]
+__all__ = ["HOLD", "RESULT_SLACK", "Commanding", "RungDone"]
 
 log = structlog.get_logger()
 
@@ -34,7 +33,6 @@ HOLD = 60.0
 # A run ends at most this long after its timeout: SIGTERM, SIGKILL after the runner's 2 s
 # grace, then 5 s for a leader that outlives SIGKILL; plus a margin.
 RESULT_SLACK = 10.0
-SWARM_TRANSITIONS = frozenset({Transition.SWARM_OUTAGE, Transition.SWARM_RECOVERED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +56,6 @@ class _Pending:
     hold_until: float = 0.0
 
 
-def _never() -> bool:
-    return False
-
-
 class Commanding:
     """Submits rungs and hooks to the runner and turns its results into log lines, history
     rows and released attempts. Without a runner (`check` that does not act) nothing runs."""
@@ -79,10 +73,6 @@ class Commanding:
         self._monitor = monitor
         self._history = history
         self._runner = runner
-        # Set by whoever judges the swarm: while it is true an agent's `on:` commands are
-        # folded into the swarm's alert instead of run (SPEC §14); `folded` counts them.
-        self.outage_holds: Callable[[], bool] = _never
-        self.folded: collections.Counter[str] = collections.Counter()
         self._pending: dict[int, _Pending] = {}  # id(request) -> the run, until its result
         self._closed_keys: dict[str, tuple[str, int | None]] = {}
 
@@ -122,16 +112,11 @@ class Commanding:
         self, agent: str, transition: Transition, details: Mapping[str, Any] | None = None
     ) -> int:
         """Run the `on:` commands of `transition` for `agent` ("" for the swarm); returns how
-        many were submitted. Under --dry-run they are logged only; while a swarm outage
-        holds, an agent's are folded into the swarm's alert and counted in `folded`."""
+        many were submitted; under --dry-run they are logged only. Called where the alert
+        leaves the fold (healer.fold), so they are folded and muted with it."""
         names = self.config.on.get(transition.value, ())
         remembered = self._closed_keys.pop(agent, None)
         if not names:
-            return 0
-        if transition not in SWARM_TRANSITIONS and self.outage_holds():
-            self.folded[transition.value] += len(names)
-            log.info("hook_folded", agent=agent, transition=transition.value,
-                     commands=list(names))
             return 0
         details = details or {}
         incident = self._monitor.incident(agent) if agent else None

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import structlog
 
+from healer.breakers import Breakers, lookback
 from healer.commanding import Commanding
 from healer.config import Config
 from healer.core.monitor import Monitor
 from healer.core.policy import Incident, Policy, StallDetected, Step
 from healer.executor import Executor
+from healer.fold import AlertFold
 from healer.history import History
 from healer.ports import AlertSink, Clock, CommandRunner, StatusStore, WorkspaceReader
 from healer.tracker import Tracker
@@ -50,17 +52,20 @@ class Engine:
         self._workspace = workspace
         self.monitor = Monitor(self.policy_for, config.tick, clock.now())
         self.commands = Commanding(config, clock, self.monitor, history, commands)
+        # Where an alert leaves the fold, its `on:` commands run: folded and muted with it.
+        fold = AlertFold(alerts, on_send=self.commands.on_transition, dry_run=config.dry_run)
+        self.breakers = Breakers(config, self.monitor, fold)
         self.executor = Executor(
-            config, clock, self.monitor, files, history, alerts, commands=self.commands,
+            config, clock, self.monitor, files, history, self.breakers, commands=self.commands,
             keep_actions=keep_actions,
         )
         self.tracker = Tracker(
             clock, self.monitor, workspace, files, history, self.policy_for, self.executor,
             cleans_temps=cleans_temps,
         )
-        self.view = EngineView(self.monitor, self.policy_for, self.executor.counters)
+        self.view = EngineView(self.monitor, self.policy_for, self.executor.counters,
+                               flapping=self.breakers.is_flapping)
         # Membership and activity, as the daemon and `check` call them.
-        self.start = self.tracker.start
         self.add_agent = self.tracker.add_agent
         self.remove_agent = self.tracker.remove_agent
         self.reconcile = self.tracker.reconcile
@@ -77,11 +82,20 @@ class Engine:
             healing_enabled=c.healing_enabled,
         )
 
+    def start(self) -> int:
+        """The breaker from the history first (an incident carried over from a flapping
+        agent must not resume its ladder), then the agents; returns how many there are."""
+        now = self.clock.now()
+        self.breakers.restore(self.history.incident_spans(now - lookback(self.config)), now)
+        return self.tracker.start()
+
     def reload(self, config: Config) -> None:
         """New config, same state: incidents, attempts and counters carry over."""
         self.config = config
         self.executor.config = config
         self.commands.config = config
+        self.breakers.fold.dry_run = config.dry_run
+        self.breakers.reload(config)
         self.monitor.set_policy(self.policy_for)
 
     def save(self) -> None:
@@ -106,6 +120,7 @@ class Engine:
     def step(self, now: float | None = None) -> int:
         """Handle every decision due now; returns how many agents were looked at."""
         now = self.clock.now() if now is None else now
+        held_back = self.breakers.tick(now)
         due = self.monitor.due(now)
         # Detection first, for every due agent, then the actions: when a thousand agents
         # stall together (an API outage), the last one's stall is not reported only after
@@ -119,6 +134,12 @@ class Engine:
                 continue
             if decided is not None:
                 acting.append(decided)
+        self.breakers.judge(now)
+        for agent in held_back:
+            try:
+                self.executor.reassign(agent, now)
+            except Exception:
+                self._step_failed(agent, now)
         for agent, incident, steps, last in acting:
             try:
                 for step in steps:
@@ -149,7 +170,9 @@ class Engine:
             self.monitor.rearm(agent)
             return None
         lease = self._workspace.lease(agent, self.config.max_busy_lease, last)
-        decision = self.monitor.evaluate(agent, now, lease)
+        opening = self.monitor.incident(agent) is None
+        acts = not self.breakers.mutes(agent, now, opening=opening)
+        decision = self.monitor.evaluate(agent, now, lease, acting=acts)
         if decision.incident is None or not decision.steps:
             return None
         rest: list[Step] = []

@@ -16,7 +16,7 @@ __all__ = ["age", "fit", "live_status", "render_stats", "render_status"]
 
 STAGE_COLORS = {
     Stage.ACTIVE: "green", Stage.BUSY: "blue", Stage.HEALING: "yellow",
-    Stage.RECOVERING: "magenta", Stage.ESCALATED: "red",
+    Stage.RECOVERING: "magenta", Stage.ESCALATED: "red", Stage.FLAPPING: "cyan",
 }
 
 

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from healer.breakers import flap_policy, lookback
 from healer.config import Config
 from healer.core.activity import merged_last_activity
+from healer.core.flap import FlapBreaker
 from healer.core.isotime import iso
 from healer.core.model import Pipeline, Stage
 from healer.core.monitor import Monitor
@@ -32,11 +34,13 @@ class EngineView:
     """Read-only questions about the engine's state."""
 
     def __init__(
-        self, monitor: Monitor, policy_for: Callable[[str], Policy], counters: Counters
+        self, monitor: Monitor, policy_for: Callable[[str], Policy], counters: Counters,
+        *, flapping: Callable[[str], bool] = lambda _agent: False,
     ) -> None:
         self._monitor = monitor
         self._policy_for = policy_for
         self.counters = counters
+        self._flapping = flapping
 
     def agents(self) -> list[tuple[str, float]]:
         """Every tracked agent with its last activity, by name."""
@@ -59,7 +63,13 @@ class EngineView:
     def stages(self, now: float) -> tuple[tuple[str, float, Stage], ...]:
         """Every agent with its last activity and stage at `now` (for the metrics)."""
         monitor = self._monitor
-        return tuple((a, last, monitor.stage(a, now)) for a, last in monitor.table.items())
+        return tuple((a, last, _flapped(monitor.stage(a, now), self._flapping(a)))
+                     for a, last in monitor.table.items())
+
+
+def _flapped(stage: Stage, flapping: bool) -> Stage:
+    """A flapping agent's stage says so (it is not being healed), unless it is escalated."""
+    return Stage.FLAPPING if flapping and stage is not Stage.ESCALATED else stage
 
 
 def _iso(when: float | None) -> str | None:
@@ -73,9 +83,13 @@ def status_rows(
     attempts and lease."""
     stored: dict[str, float] = {}
     incidents: dict[str, IncidentRecord] = {}
+    flapping: set[str] = set()
     if history is not None:
         stored = history.last_activities()
         incidents = {row.agent: row for row in history.open_incidents()}
+        # The daemon's breaker, rebuilt the way a restarted daemon rebuilds it.
+        spans = history.incident_spans(now - lookback(config))
+        flapping = set(FlapBreaker(flap_policy(config)).replay(spans, now))
     rows = []
     for agent in workspace.agents():
         found = workspace.scan(agent, now)
@@ -92,6 +106,7 @@ def status_rows(
         busy = lease is not None and lease > now
         # An open incident's stage is the one on record; without one, the core's rule.
         stage = Stage(row.stage) if row is not None else stage_of(None, busy=busy)
+        stage = _flapped(stage, agent in flapping)
         rows.append({
             "agent": agent,
             "last_activity": _iso(last),

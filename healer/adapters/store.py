@@ -15,7 +15,7 @@ from typing import Any, Final
 import structlog
 
 from healer.adapters.fsops import Identity
-from healer.adapters.store_commands import insert_command_run
+from healer.adapters.store_commands import PRUNABLE_RUNS, insert_command_run
 from healer.adapters.store_report import history_stats
 from healer.adapters.store_sqlite import (
     ACTION_OUTCOMES,
@@ -201,6 +201,15 @@ class Store:
             ).fetchone()
         return None if row is None else IncidentRow._from(row)
 
+    def incident_spans(self, since: float) -> list[tuple[str, float, float | None]]:
+        """(agent, opened_at, closed_at) of incidents open or closed after `since` (indexed)."""
+        with self._db.guard("read recent incidents"):
+            rows = self._db.conn.execute(
+                "SELECT agent, opened_at, closed_at FROM incidents WHERE closed_at IS NULL"
+                " OR closed_at > ? ORDER BY opened_at, id", (since,),
+            ).fetchall()
+        return [(str(a), float(o), None if c is None else float(c)) for a, o, c in rows]
+
     # -- actions ------------------------------------------------------------------------------
 
     def record_action(
@@ -227,10 +236,8 @@ class Store:
             )
         return int(cur.lastrowid or 0)
 
-    def record_command(
-        self, result: CommandResult, *, kind: CommandKind, incident_id: int | None,
-        action_id: int | None,
-    ) -> int:
+    def record_command(self, result: CommandResult, *, kind: CommandKind,
+                       incident_id: int | None, action_id: int | None) -> int:
         """Append what a command run did; a rung's action takes the run's `ok` as applied."""
         return insert_command_run(self._db, result, kind, incident_id, action_id)
 
@@ -358,9 +365,7 @@ class Store:
         for table, where in (
             ("actions", "incident_id IS NULL AND ts < ?"),
             ("reassignments", "ts < ?"),
-            # A run of an open incident is kept with it, as its actions are.
-            ("command_runs", "ts < ? AND (incident_id IS NULL OR incident_id NOT IN"
-             " (SELECT id FROM incidents WHERE closed_at IS NULL))"),
+            ("command_runs", PRUNABLE_RUNS),
             # A status.json healer wrote last stays recorded however old (one row per
             # agent): forgetting it would let a restart take healer's write for the agent's.
             ("self_writes", "ts < ? AND path NOT LIKE '%/status.json'"),

@@ -6,7 +6,12 @@ from __future__ import annotations
 from healer.adapters.store_sqlite import Database
 from healer.core.commands import CommandKind, CommandResult
 
-__all__ = ["insert_command_run"]
+__all__ = ["PRUNABLE_RUNS", "insert_command_run"]
+
+# The runs `Store.prune` may delete, older than its cutoff: a run of an open incident is
+# kept with it, as the incident's actions are.
+PRUNABLE_RUNS = ("ts < ? AND (incident_id IS NULL OR incident_id NOT IN"
+                 " (SELECT id FROM incidents WHERE closed_at IS NULL))")
 
 
 def insert_command_run(

@@ -257,6 +257,11 @@ class IncidentLog(CommandRunLog, Protocol):
 
     def open_incident_for(self, agent: str) -> IncidentRecord | None: ...
 
+    def incident_spans(self, since: float) -> Sequence[tuple[str, float, float | None]]:
+        """(agent, opened_at, closed_at or None) of the incidents open, or closed after
+        `since`, oldest first: what the flapping breaker is rebuilt from."""
+        ...
+
     def last_resolved(self) -> dict[str, float]: ...
 
     def record_action(

@@ -250,17 +250,19 @@ class TestOnCommands:
         rig = Rig(tmp_path, ladder=("force_update",), on={
             "stalled": ("page",), "swarm_outage": ("page", "page")})
         assert rig.runner is not None
-        rig.engine.commands.outage_holds = lambda: True
-        with capture_logs() as logs:
-            rig.run(RECOVER + TICK)
-            submitted = rig.engine.commands.on_transition("", Transition.SWARM_OUTAGE,
-                                                          {"agents": 3})
-        assert submitted == 2
+        fold = rig.engine.breakers.fold
+        fold.outage = True  # as the swarm's judge sets it
+        rig.run(RECOVER + TICK)
+        fold.send("", Transition.SWARM_OUTAGE, {"agents": 3})
         assert [r.transition for r in rig.runner.submitted] == ["swarm_outage"] * 2
-        assert rig.engine.commands.folded == {"stalled": 1}
-        assert [e["agent"] for e in events(logs, "hook_folded")] == ["Agent-1"]
+        assert fold.folded == {"escalated": 1, "stalled": 1}
+        assert rig.alerts.alerts[-1][1] == "swarm_outage"
         swarm = rig.runner.submitted[0]
         assert (swarm.agent, swarm.agent_dir) == ("", "")  # runs in the workspace root
+        # Once the outage is over, the held alert goes out, and its commands with it.
+        fold.outage = False
+        fold.release(lambda agent, slot, details: details)
+        assert [r.transition for r in rig.runner.submitted][2:] == ["stalled"]
 
     def test_under_dry_run_they_are_logged_not_run(self, tmp_path: Path) -> None:
         rig = Rig(tmp_path, ladder=("force_update",), max_attempts=1, dry_run=True,
