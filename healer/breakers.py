@@ -186,5 +186,4 @@ class Breakers:
         return {"dry_run": True} if self.config.dry_run else {}
 
     def _send(self, agent: str, transition: Transition, details: dict[str, Any]) -> None:
-        if not self.config.dry_run:
-            self.fold.send(agent, transition, details)
+        self.fold.send(agent, transition, details)  # under --dry-run the fold sends nothing

@@ -8,13 +8,14 @@ from __future__ import annotations
 import structlog
 
 from healer.breakers import Breakers, lookback
+from healer.commanding import Commanding
 from healer.config import Config
 from healer.core.monitor import Monitor
 from healer.core.policy import Incident, Policy, StallDetected, Step
 from healer.executor import Executor
 from healer.fold import AlertFold
 from healer.history import History
-from healer.ports import AlertSink, Clock, StatusStore, WorkspaceReader
+from healer.ports import AlertSink, Clock, CommandRunner, StatusStore, WorkspaceReader
 from healer.timeline import Timeline
 from healer.tracker import Tracker
 from healer.view import EngineView
@@ -43,6 +44,7 @@ class Engine:
         files: StatusStore,
         history: History,
         alerts: AlertSink | None = None,
+        commands: CommandRunner | None = None,
         cleans_temps: bool = True,
         keep_actions: bool = False,
     ) -> None:
@@ -52,9 +54,13 @@ class Engine:
         self._workspace = workspace
         self.timeline = Timeline(clock)
         self.monitor = Monitor(self.policy_for, config.tick, self.timeline.now())
-        self.breakers = Breakers(config, self.monitor, AlertFold(alerts))
+        self.commands = Commanding(config, clock, self.monitor, history, commands)
+        # Where an alert leaves the fold, its `on:` commands run: folded and muted with it.
+        fold = AlertFold(alerts, on_send=self.commands.on_transition, dry_run=config.dry_run)
+        self.breakers = Breakers(config, self.monitor, fold)
         self.executor = Executor(
-            config, clock, self.monitor, files, history, self.breakers, keep_actions=keep_actions
+            config, clock, self.monitor, files, history, self.breakers, commands=self.commands,
+            keep_actions=keep_actions,
         )
         self.tracker = Tracker(
             self.timeline, self.monitor, workspace, files, history, self.policy_for, self.executor,
@@ -90,12 +96,28 @@ class Engine:
         """New config, same state: incidents, attempts and counters carry over."""
         self.config = config
         self.executor.config = config
+        self.commands.config = config
+        self.breakers.fold.dry_run = config.dry_run
         self.breakers.reload(config)
         self.monitor.set_policy(self.policy_for)
 
     def save(self) -> None:
         """Persist what a restart needs (called on a clean stop)."""
         self.history.save_last_activity(dict(self.monitor.table.items()))
+
+    # -- commands -------------------------------------------------------------------------
+    def finish_commands(self, wait: bool = False) -> int:
+        """Report the commands that ended (with `wait`, as one-shot `check` does, first let
+        every pending one end); returns how many rungs were reported."""
+        done = self.commands.wait() if wait else self.commands.collect()
+        for rung in done:
+            self.executor.report_rung(rung)
+        return len(done)
+
+    def close_commands(self, timeout: float) -> None:
+        """Stop running commands (killed after `timeout`) and report how each one ended."""
+        for rung in self.commands.close(timeout):
+            self.executor.report_rung(rung)
 
     # -- time -----------------------------------------------------------------------------
     def step(self, now: float | None = None) -> int:

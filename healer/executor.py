@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from healer.breakers import Breakers
+from healer.commanding import Commanding, RungDone
 from healer.config import Config
 from healer.core.isotime import iso
 from healer.core.model import (
@@ -49,7 +50,10 @@ _HELD_BACK = ActionOutcome(
     "held back: the swarm is in an outage, no healthy agent to take the tasks",
     {"skipped": "swarm_outage"},
 )
-_LOGGED_DETAIL = ("tasks", "to", "skipped")  # what a recovery action's log line says it did
+# What an action's log line says it did: a reassignment's tasks and receiver, a command's
+# exit code, duration and output (and the argv a dry run did not run).
+_LOGGED_DETAIL = ("tasks", "to", "skipped", "exit_code", "duration", "timed_out", "output",
+                  "argv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,7 @@ class Executor:
         history: History,
         breakers: Breakers,
         *,
+        commands: Commanding,
         keep_actions: bool = False,
     ) -> None:
         self.config = config
@@ -82,6 +87,7 @@ class Executor:
         self._files = files
         self._history = history
         self._breakers = breakers
+        self._commands = commands
         self.counters = Counters()
         self._counted: dict[str, float] = {}  # agent -> opened_at of the incident counted
         # `check` reports what it did; a daemon must not keep every action of its lifetime.
@@ -100,6 +106,11 @@ class Executor:
                     self._breakers.opened(agent, incident.opened_at)
             case SettleAttempt(attempt=attempt):
                 self._history.settle(agent, attempt, Settlement.FAILED)
+            case HealAttempt(attempt=attempt, action=action) if self._commands.is_rung(action):
+                ctx = Context(agent, now, attempt, now - last, last, incident.actions[:-1])
+                done = self._commands.start_rung(incident, ctx, action)
+                if done is not None:  # not run (--dry-run): reported at once
+                    self.report_rung(done)
             case HealAttempt(attempt=attempt, action=action):
                 ctx = self._context(agent, now, attempt, last, incident.actions[:-1])
                 outcome = apply_rung(self._files, action, ctx)
@@ -153,6 +164,7 @@ class Executor:
     def recovered(self, agent: str, incident: Incident, when: float) -> None:
         """The agent showed genuine activity: its incident ends as recovered."""
         silent_for = max(0.0, when - incident.silence_start)
+        self._commands.remember(agent, incident)
         log.info("agent_recovered", agent=agent, silent_for=round(silent_for, 3),
                  attempts=incident.attempts)
         self.counters.recoveries += 1
@@ -217,6 +229,14 @@ class Executor:
         self._history.record_action(
             agent, pipeline, outcome.action, attempt, outcome.ok, outcome.error, now
         )
+        self._report(agent, pipeline, outcome, attempt)
+
+    def report_rung(self, done: RungDone) -> None:
+        """A command rung ended (its action was recorded when it started): log and count it."""
+        self._report(done.agent, Pipeline.HEALING, done.outcome, done.attempt)
+
+    def _report(self, agent: str, pipeline: Pipeline, outcome: ActionOutcome, attempt: int
+                ) -> None:
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
@@ -250,6 +270,5 @@ class Executor:
         )
 
     def _alert(self, agent: str, transition: Transition, **details: Any) -> None:
-        if self.config.dry_run:
-            return
+        # Also under --dry-run: the fold decides as without it, then sends nothing.
         self._breakers.fold.send(agent, transition, details)

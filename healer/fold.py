@@ -27,15 +27,20 @@ _CLOSES: Mapping[Transition, str] = {
 _SILENT: Mapping[Transition, Transition] = {T.RECOVERED: T.RESOLVED}
 
 Held = Callable[[str, str, dict[str, Any]], dict[str, Any] | None]
+OnSend = Callable[[str, Transition, Mapping[str, Any]], object]
 
 
 class AlertFold:
     """Sends, folds or quietens each alert. `outage` is set by the swarm's judge;
     `is_flapping` is the flapping breaker's question. `folded` counts, by transition, what
-    the current outage kept from going out on its own."""
+    the current outage kept from going out on its own. `on_send` hears every alert that goes
+    out (the `on:` commands); under `dry_run` it alone hears them, the sink nothing."""
 
-    def __init__(self, sink: AlertSink | None) -> None:
+    def __init__(self, sink: AlertSink | None, *, on_send: OnSend | None = None,
+                 dry_run: bool = False) -> None:
         self._sink = sink
+        self._on_send = on_send
+        self.dry_run = dry_run
         self.outage = False
         self.is_flapping: Callable[[str], bool] = lambda _agent: False
         self.folded: collections.Counter[str] = collections.Counter()
@@ -95,5 +100,7 @@ class AlertFold:
 
     def _out(self, agent: str, transition: Transition, details: Mapping[str, Any]) -> None:
         # The place where every alert of the engine leaves it: `on:` commands belong here.
-        if self._sink is not None:
+        if self._on_send is not None:
+            self._on_send(agent, transition, details)
+        if self._sink is not None and not self.dry_run:
             self._sink.send(agent, transition, dict(details))

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from healer.core.commands import CommandKind, CommandResult
 from healer.core.model import IncidentOutcome, Pipeline, Settlement, Stage
 from healer.core.policy import Incident, Policy
 from healer.errors import StoreError
@@ -184,16 +185,26 @@ class History:
     def record_action(
         self, agent: str, pipeline: Pipeline, action: str, attempt: int, ok: bool,
         error: str | None, now: float,
-    ) -> None:
+    ) -> int | None:
+        """The action's durable id (None when it is not on record)."""
         row_id = self._ids.get(agent)
         if self.log is None or row_id is None:
-            return
+            return None
         action_id = self._call(
             self.log.record_action, ts=self._wall(now), agent=agent, incident_id=row_id,
             pipeline=pipeline, action=action, attempt=attempt, applied_ok=ok, error=error,
         )
         if action_id and pipeline is Pipeline.HEALING:
             self._action_ids[(row_id, attempt)] = action_id
+        return int(action_id) if action_id else None
+
+    def record_command(
+        self, result: CommandResult, kind: CommandKind, incident_id: int | None,
+        action_id: int | None,
+    ) -> None:
+        if self.log is not None:
+            self._call(self.log.record_command, result, kind=kind, incident_id=incident_id,
+                       action_id=action_id)
 
     def settle(self, agent: str, attempt: int, outcome: Settlement) -> None:
         """Attempt `attempt` of the incident is over: failed when the next one came due."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from healer.adapters.alerts import Alerter
+from healer.adapters.commands import SubprocessCommandRunner
 from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.lockfile import WorkspaceLock
 from healer.adapters.metrics import serve_metrics
@@ -25,7 +26,7 @@ from healer.daemon import Daemon
 from healer.engine import Engine
 from healer.executor import ActionReport
 from healer.history import History
-from healer.ports import Clock, MetricsSink, Readings
+from healer.ports import Clock, CommandRunner, MetricsSink, Readings
 from healer.resolution import Resolution, check_agent_folder
 from healer.resolution import resolve as resolve_agent
 from healer.view import Stalled, status_rows
@@ -84,7 +85,7 @@ def _scanner(config: Config, ledger: SelfWriteLedger) -> Scanner:
 
 def _assemble(
     config: Config, clock: Clock, store: Store | None, alerter: Alerter | None, *,
-    record: bool, keep_actions: bool,
+    record: bool, keep_actions: bool, commands: CommandRunner | None = None,
 ) -> _Parts:
     # `check` without --now and `--dry-run` read the history but never write it.
     writes = record and not config.dry_run
@@ -98,18 +99,19 @@ def _assemble(
     scanner = _scanner(config, ledger)
     engine = Engine(
         config, clock, workspace=scanner, files=writer, history=history, alerts=alerter,
-        cleans_temps=writes, keep_actions=keep_actions,
+        commands=commands, cleans_temps=writes, keep_actions=keep_actions,
     )
     return _Parts(engine, ledger, writer, scanner)
 
 
 def build_engine(
     config: Config, clock: Clock, *, store: Store | None = None, alerter: Alerter | None = None,
-    record: bool = True, keep_actions: bool = False,
+    record: bool = True, keep_actions: bool = False, commands: CommandRunner | None = None,
 ) -> Engine:
     """An engine over the real workspace, for `check` and for tests that drive it by hand."""
     return _assemble(
-        config, clock, store, alerter, record=record, keep_actions=keep_actions
+        config, clock, store, alerter, record=record, keep_actions=keep_actions,
+        commands=commands,
     ).engine
 
 
@@ -139,7 +141,9 @@ def _watch(config: Config, load: Callable[[], Config] | None) -> None:
     alerter = Alerter.from_config(
         config.alerts, workspaces=config.workspaces, swarm=config.swarm.name
     )
-    parts = _assemble(config, clock, store, alerter, record=True, keep_actions=False)
+    runner = SubprocessCommandRunner(config.commands_parallel)
+    parts = _assemble(config, clock, store, alerter, record=True, keep_actions=False,
+                      commands=runner)
     watcher = Watcher(
         config.workspaces,
         is_agent=config.is_agent_name,
@@ -149,6 +153,7 @@ def _watch(config: Config, load: Callable[[], Config] | None) -> None:
         poll_interval=min(1.0, config.tick),
         clock=clock.monotonic,  # events are stamped on the engine's clock
     )
+    runner.wake = watcher.wake  # the loop's one wake-up: a command's end cuts its sleep short
 
     def reload(read: Callable[[], Config]) -> Config:
         new = read()
@@ -211,17 +216,24 @@ def _check(config: Config, *, act: bool) -> CheckReport:
     alerter = Alerter.from_config(
         config.alerts, workspaces=config.workspaces, swarm=config.swarm.name
     ) if act else None
+    runner = SubprocessCommandRunner(config.commands_parallel) if act else None
     try:
         engine = build_engine(config, clock, store=store, alerter=alerter, record=act,
-                              keep_actions=True)
+                              keep_actions=True, commands=runner)
         engine.start()
         now = engine.timeline.now()
         if act:
             engine.step(now)
+            # One shot: a command rung's result is waited for (each run bounded by its
+            # timeout), so what it did is in the report.
+            engine.finish_commands(wait=True)
+            engine.close_commands(0.0)
         view = engine.view
         return CheckReport(now, view.agents(), view.stalled(now), view.escalated(),
                            list(engine.executor.actions or ()))
     finally:
+        if runner is not None:
+            runner.close(timeout=0.0)  # idempotent; after a failure, nothing is left running
         if alerter is not None:
             alerter.close(timeout=config.alerts.timeout)
         if store is not None:

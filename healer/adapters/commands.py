@@ -16,15 +16,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 from healer.adapters.drainer import PipeDrainer
 from healer.core.commands import CommandRequest, CommandResult
 
-__all__ = ["OUTPUT_LIMIT", "CommandRunner", "SubprocessCommandRunner", "tail_text"]
+__all__ = ["OUTPUT_LIMIT", "SubprocessCommandRunner", "tail_text"]
 
 OUTPUT_LIMIT = 1024  # bytes of output kept: the tail, where the error usually is
 GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a timed-out group
+# The same when healer stops: a daemon must exit within 2 s of its SIGTERM (SPEC §7).
+STOP_GRACE = 0.5
 MAX_PENDING = 10_000
 _POLL_FALLBACK = 0.05  # how often a process is checked where pidfds are missing
 _FINAL_READ = 1 << 20  # bytes read after the command exited, before the rest is discarded
@@ -37,20 +38,9 @@ class _Kill(enum.Enum):
     STOPPED = "stopped"  # close() gave up waiting for it
 
 
-class CommandRunner(Protocol):
-    """Runs commands without ever blocking the caller; `wake` is set when a result is ready."""
-
-    wake: threading.Event
-
-    def submit(self, request: CommandRequest) -> None: ...
-
-    def drain(self) -> list[CommandResult]: ...
-
-    def close(self, timeout: float = 5.0) -> None: ...
-
-
 class SubprocessCommandRunner:
-    """A bounded pool of worker threads, each running one command at a time."""
+    """A bounded pool of worker threads, each running one command at a time (the
+    CommandRunner of healer.ports)."""
 
     def __init__(
         self,
@@ -60,6 +50,7 @@ class SubprocessCommandRunner:
         env: Mapping[str, str] | None = None,
         now: Callable[[], float] = time.time,
         grace: float = GRACE,
+        stop_grace: float = STOP_GRACE,
         max_pending: int = MAX_PENDING,
     ) -> None:
         self.wake = wake if wake is not None else threading.Event()
@@ -67,6 +58,7 @@ class SubprocessCommandRunner:
         self._env = env
         self._now = now
         self._grace = grace
+        self._stop_grace = min(grace, stop_grace)
         self._max_pending = max_pending
         self._pending: queue.Queue[CommandRequest | None] = queue.Queue()
         self._results: deque[CommandResult] = deque()
@@ -124,7 +116,7 @@ class SubprocessCommandRunner:
         if any(w.is_alive() for w in workers):
             os.write(self._stop_w, b"x")  # level-triggered: every worker's poll sees it
             for worker in workers:
-                worker.join(self._grace + 5.0)
+                worker.join(self._stop_grace + 5.0)
         self._drainer.close()
         if not any(w.is_alive() for w in workers):
             os.close(self._stop_r)
@@ -176,7 +168,7 @@ class SubprocessCommandRunner:
         except OSError as exc:
             return _not_run(request, _spawn_error(exc, argv[0], cwd), self._now())
         try:
-            watch = _Watch(proc, self._stop_r, self._grace)
+            watch = _Watch(proc, self._stop_r, self._grace, self._stop_grace)
             killed = watch.run(request.spec.timeout, self._drainer)
         except BaseException:
             _signal_group(proc.pid, signal.SIGKILL)  # never leave a run nobody watches
@@ -201,9 +193,12 @@ class _Watch:
     timeout (or at close) its group gets SIGTERM, then SIGKILL after the grace; a normal
     exit leaves whatever it started alone."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], stop_fd: int, grace: float) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], stop_fd: int, grace: float, stop_grace: float
+    ) -> None:
         assert proc.stdout is not None
         self.proc, self.grace, self.stop_fd = proc, grace, stop_fd
+        self.stop_grace = stop_grace
         self.fd = proc.stdout.fileno()
         os.set_blocking(self.fd, False)
         self.pidfd = _pidfd(proc.pid)
@@ -261,7 +256,8 @@ class _Watch:
         return self.killed is None or self.eof or self.kill_at == math.inf
 
     def _terminate(self, why: _Kill, now: float) -> None:
-        self.killed, self.kill_at = why, now + self.grace
+        grace = self.stop_grace if why is _Kill.STOPPED else self.grace
+        self.killed, self.kill_at = why, now + grace
         _signal_group(self.proc.pid, signal.SIGTERM)
 
     def _kill(self, now: float) -> None:
@@ -277,8 +273,11 @@ class _Watch:
                 self.poller.unregister(self.fd)
             elif ready == self.stop_fd:
                 self.poller.unregister(self.stop_fd)
+                now = time.monotonic()
                 if self.killed is None:
-                    self._terminate(_Kill.STOPPED, time.monotonic())
+                    self._terminate(_Kill.STOPPED, now)
+                elif self.kill_at != math.inf:  # already timed out: healer will not wait long
+                    self.kill_at = min(self.kill_at, now + self.stop_grace)
 
 
 def _read_into(fd: int, tail: bytearray, limit: int = 1 << 18) -> bool | None:

@@ -15,6 +15,7 @@ from typing import Any, Final
 import structlog
 
 from healer.adapters.fsops import Identity
+from healer.adapters.store_commands import PRUNABLE_RUNS, insert_command_run
 from healer.adapters.store_report import history_stats
 from healer.adapters.store_sqlite import (
     ACTION_OUTCOMES,
@@ -27,6 +28,7 @@ from healer.adapters.store_sqlite import (
     IncidentRow,
 )
 from healer.clock import SystemClock
+from healer.core.commands import CommandKind, CommandResult
 from healer.core.model import Pipeline, Stage
 from healer.errors import StoreError
 from healer.ports import Clock
@@ -234,6 +236,11 @@ class Store:
             )
         return int(cur.lastrowid or 0)
 
+    def record_command(self, result: CommandResult, *, kind: CommandKind,
+                       incident_id: int | None, action_id: int | None) -> int:
+        """Append what a command run did; a rung's action takes the run's `ok` as applied."""
+        return insert_command_run(self._db, result, kind, incident_id, action_id)
+
     def settle_action(self, action_id: int, outcome: str) -> bool:
         """Settle a pending healing action; False if it was not pending (already settled)."""
         _check(outcome, ACTION_OUTCOMES, "action outcome")
@@ -358,6 +365,7 @@ class Store:
         for table, where in (
             ("actions", "incident_id IS NULL AND ts < ?"),
             ("reassignments", "ts < ?"),
+            ("command_runs", PRUNABLE_RUNS),
             # A status.json healer wrote last stays recorded however old (one row per
             # agent): forgetting it would let a restart take healer's write for the agent's.
             ("self_writes", "ts < ? AND path NOT LIKE '%/status.json'"),

@@ -93,8 +93,23 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX reassignments_ts ON reassignments(ts)")
 
 
+def _v4(db: sqlite3.Connection) -> None:
+    # What each operator command did (SPEC §13): a ladder rung (linked to its action) or an
+    # `on:` hook. Its own table, so the ladder's counts in `stats` stay the ladder's.
+    db.execute(
+        """CREATE TABLE command_runs (
+            id INTEGER PRIMARY KEY, ts REAL NOT NULL, agent TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('rung', 'hook')), command TEXT NOT NULL,
+            transition TEXT NOT NULL, attempt INTEGER NOT NULL, incident_id INTEGER,
+            action_id INTEGER, ok INTEGER NOT NULL, exit_code INTEGER, duration REAL NOT NULL,
+            timed_out INTEGER NOT NULL, output TEXT NOT NULL, error TEXT)"""
+    )
+    db.execute("CREATE INDEX command_runs_ts ON command_runs(ts)")
+    db.execute("CREATE INDEX command_runs_incident ON command_runs(incident_id)")
+
+
 # Migration k (1-based) takes the schema from version k-1 to k. Append, never edit.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1, _v2, _v3)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 INCIDENT_COLUMNS: Final = (

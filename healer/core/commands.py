@@ -3,6 +3,7 @@ it did, and the placeholder grammar shared by config validation and the runner."
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ __all__ = [
     "ENV_NAMES",
     "ON_TRANSITIONS",
     "PLACEHOLDERS",
+    "CommandKind",
     "CommandRequest",
     "CommandResult",
     "CommandSpec",
@@ -35,6 +37,13 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _BRACE_HINT = "a literal brace is written {{ or }}"
 
 
+class CommandKind(enum.StrEnum):
+    """Why a command ran: as a rung of the healing ladder, or at a transition (`on:`)."""
+
+    RUNG = "rung"
+    HOOK = "hook"
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     """A named command from `healer.commands`: argv templates, never a shell string."""
@@ -46,7 +55,8 @@ class CommandSpec:
 
 @dataclass(frozen=True, slots=True)
 class CommandRequest:
-    """One run of a command for an agent (agent "" for a swarm-wide transition)."""
+    """One run of a command for an agent (agent "" for a swarm-wide transition). `incident`
+    is the incident's durable id, or a stable key while it has none ("" for no incident)."""
 
     spec: CommandSpec
     agent: str
@@ -55,7 +65,7 @@ class CommandRequest:
     transition: str = ""
     attempt: int = 0
     silent_for: float = 0.0
-    incident: int | None = None
+    incident: str = ""
 
     def values(self) -> dict[str, str]:
         """Placeholder values, as text."""
@@ -76,7 +86,7 @@ class CommandRequest:
             "HEALER_ATTEMPT": values["attempt"],
             "HEALER_SILENT_FOR": values["silent_for"],
             "HEALER_TRANSITION": values["transition"],
-            "HEALER_INCIDENT": "" if self.incident is None else str(self.incident),
+            "HEALER_INCIDENT": self.incident,
             "HEALER_WORKSPACES": self.workspaces,
         }
 

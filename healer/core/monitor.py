@@ -131,6 +131,21 @@ class Monitor:
             self._hold[agent] = max(until, self._hold.get(agent, until))
             self._arm(agent)
 
+    def attempt_ended(self, agent: str, opened_at: float, attempt: int, at: float) -> bool:
+        """Attempt `attempt` of the incident opened at `opened_at` ended at `at` (a command
+        rung, held back by defer() while it ran): its `heal_after` counts from then, and the
+        agent is decided again at once. False when that incident or attempt is over."""
+        incident = self._incidents.get(agent)
+        if incident is None or incident.opened_at != opened_at or incident.attempts != attempt:
+            return False
+        next_at = at + self._policy_for(agent).heal_after
+        self._incidents[agent] = replace(incident, next_attempt_at=next_at)
+        self._hold.pop(agent, None)
+        # In the past or now: the policy works out what else came due while it ran.
+        self._next[agent] = at
+        self._arm(agent)
+        return True
+
     def rearm(self, agent: str) -> None:
         """Arm `agent`'s timer again. For a caller that took a due agent (its timer is
         spent) and then recorded activity the table had missed: observe() alone leaves no

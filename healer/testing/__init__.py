@@ -1,6 +1,6 @@
-"""Test fakes shipped with the package (as structlog ships `capture_logs`), one per port:
-a clock that moves only when told, an in-memory workspace and status store, a memory
-incident log, a recording alert sink, a queue of events and a recording service manager."""
+"""Test fakes shipped with the package (as structlog ships `capture_logs`), one per port: a
+clock that moves only when told, a memory workspace, status store and incident log, a queue
+of events, and recording alerts, service manager and command runner."""
 
 from __future__ import annotations
 
@@ -34,3 +34,4 @@ if TYPE_CHECKING:  # mypy checks here that each fake fits its port
     _alerts: ports.AlertSink = RecordingAlerts()
     _events: ports.EventSource = FakeEvents()
     _manager: ports.ServiceManager = RecordingNotifier()
+    _runner: ports.CommandRunner = RecordingCommandRunner()

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from healer.core.commands import CommandKind, CommandResult
 from healer.core.model import IncidentOutcome, Pipeline, Settlement, Stage
 from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
 from healer.ports import Identity
@@ -53,6 +54,10 @@ class MemoryIncidentLog:
     writes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     activity: dict[str, float] = field(default_factory=dict)
     sent: list[tuple[str, int, Identity | None]] = field(default_factory=list)
+    # Finished command runs: (the result, its kind, incident id, action id).
+    runs: list[tuple[CommandResult, CommandKind, int | None, int | None]] = field(
+        default_factory=list
+    )
     closed: bool = False
 
     def open_incident(self, agent: str, *, opened_at: float, silence_started_at: float,
@@ -150,6 +155,14 @@ class MemoryIncidentLog:
 
     def tasks_sent(self, to_agent: str, to_status: Identity) -> int:
         return sum(n for agent, n, at in self.sent if agent == to_agent and at == to_status)
+
+    def record_command(self, result: CommandResult, *, kind: CommandKind,
+                       incident_id: int | None, action_id: int | None) -> int:
+        self.runs.append((result, kind, incident_id, action_id))
+        if action_id is not None:
+            action = self.actions[action_id - 1]
+            action.applied_ok, action.error = result.ok, result.error
+        return len(self.runs)
 
     def note_self_write(self, path: str, ino: int, mtime_ns: int, size: int, ts: float) -> None:
         self.writes[path] = (ino, mtime_ns, size)

@@ -291,7 +291,7 @@ class TestWhatTheCommandSees:
         monkeypatch.setenv("PROBE_INHERITED", "from healer's environment")
         req = request(agent_dir, str(probe), "{agent}", "--dir={agent_dir}", "{attempt}",
                       "{silent_for}s", "{transition}", "{{literal}}",
-                      transition="stalled", attempt=2, silent_for=125.4, incident=9)
+                      transition="stalled", attempt=2, silent_for=125.4, incident="9")
         result = one(runner, req)
         assert result.ok, result
         seen = json.loads(result.output)
@@ -395,6 +395,23 @@ class TestPool:
         pool.submit(late)
         [refused] = pool.drain()
         assert refused.request is late and refused.error == "not run: healer is stopping"
+
+    def test_a_stop_kills_what_ignores_sigterm_after_the_short_grace(
+        self, agent_dir: Path
+    ) -> None:
+        """A daemon must exit within 2 s of its SIGTERM: the group that ignores healer's TERM
+        gets the KILL after the stop grace, not after the timeout's 30 s one."""
+        pool = SubprocessCommandRunner(1, grace=30.0, stop_grace=0.3)
+        pool.submit(sh(agent_dir, "trap '' TERM; echo $$ > leader.pid; while :; do sleep 0.05;"
+                                  " done"))
+        leader = pid_in(agent_dir / "leader.pid")
+        started = time.monotonic()
+        pool.close(timeout=0.2)
+        took = time.monotonic() - started
+        assert not alive(leader)
+        assert 0.4 <= took < 1.5, took
+        [killed] = pool.drain()
+        assert killed.error == "killed: healer stopped while it ran"
 
 
 class TestBadCommandConfigExitsTwo:

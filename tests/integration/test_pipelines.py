@@ -66,7 +66,7 @@ class Rig:
         tmp.write_text(json.dumps(current))
         os.replace(tmp, path)
         touch(path, self.clock.now())
-        self.engine.observe(agent, self.clock.now())
+        self.engine.observe(agent, self.clock.monotonic())
 
     def status(self, agent: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.root / agent / "status.json").read_text())
@@ -106,7 +106,7 @@ class TestHealingTimeline:
                 rig.clock.advance(TICK)
                 for other in ("Agent-2", "Agent-3"):
                     touch(root / other / "status.json", rig.clock.now())
-                    rig.engine.observe(other, rig.clock.now())
+                    rig.engine.observe(other, rig.clock.monotonic())
                 rig.engine.step()
         heals = events(logs, "heal_action", "Agent-1")
         assert [(h["attempt"], h["action"], h["ok"]) for h in heals] == [
@@ -264,7 +264,7 @@ class TestRealFixtures:
         for _ in range(int(31 / TICK)):
             rig.clock.advance(TICK)
             touch(root / "Agent-2" / "status.json", rig.clock.now())
-            rig.engine.observe("Agent-2", rig.clock.now())
+            rig.engine.observe("Agent-2", rig.clock.monotonic())
             rig.engine.step()
             incident = rig.engine.monitor.incident("Agent-1")
             if incident is not None and incident.attempts == 2:
@@ -433,7 +433,7 @@ class TestSpreading:
             rig.clock.advance(TICK)
             for n in range(1, 4):
                 touch(root / f"Agent-H{n}" / "devlogs", rig.clock.now())
-                rig.engine.observe(f"Agent-H{n}", rig.clock.now())
+                rig.engine.observe(f"Agent-H{n}", rig.clock.monotonic())
             rig.engine.step()
         received = [len(list((root / f"Agent-H{n}" / "inbox").glob("HEALER_REASSIGN_*")))
                     for n in range(1, 4)]

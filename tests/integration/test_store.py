@@ -17,6 +17,7 @@ import pytest
 
 from healer.adapters.store import SCHEMA_VERSION, Store
 from healer.adapters.store_sqlite import MIGRATIONS
+from healer.core.commands import CommandKind, CommandRequest, CommandResult, CommandSpec
 from healer.core.model import Stage
 from healer.errors import StoreError
 from healer.testing import FakeClock
@@ -150,7 +151,25 @@ class TestOpening:
                                       to_status=(1, 2, 3))
             assert store.tasks_sent("Agent-2", (1, 2, 3)) == 2
         with sqlite3.connect(db_path) as raw:
-            assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == 3
+            assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+    def test_a_v3_history_is_migrated_and_records_command_runs(self, db_path: Path) -> None:
+        """Migration v4 adds the record of operator commands; the rest is kept."""
+        db_path.parent.mkdir()
+        raw = sqlite3.connect(db_path, isolation_level=None)
+        for step in MIGRATIONS[:3]:
+            step(raw)
+        raw.execute("UPDATE schema_version SET version = 3")
+        raw.execute("INSERT INTO agents VALUES ('Agent-1', ?)", (T0,))
+        raw.close()
+        with Store.open(db_path) as store:
+            assert store.last_activities() == {"Agent-1": T0}
+            store.record_command(run("page", ok=True), kind=CommandKind.HOOK, incident_id=None,
+                                 action_id=None)
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == 4
+            assert raw.execute("SELECT kind, command FROM command_runs").fetchall() == [
+                ("hook", "page")]
 
     def test_a_history_from_a_newer_healer_is_refused(self, store: Store, db_path: Path) -> None:
         store.close()
@@ -391,6 +410,41 @@ class TestReassignments:
                                       to_status=(1, 1, 1))
         assert store.prune(T0 + 50) == 1
         assert store.tasks_sent("Agent-2", (1, 1, 1)) == 1
+
+
+def run(name: str, *, ok: bool, ts: float = T0, agent: str = "Agent-1") -> CommandResult:
+    request = CommandRequest(CommandSpec(name, ("true",)), agent, f"/ws/{agent}", "/ws",
+                             "stalled", 1, 130.0, "1")
+    return CommandResult(request, ok, 0 if ok else 1, 0.5, "out", error=None if ok else "exit 1",
+                         ended_at=ts)
+
+
+class TestCommandRuns:
+    def test_a_rung_s_run_is_kept_and_its_action_takes_its_outcome(self, store: Store) -> None:
+        incident = store.open_incident("Agent-1", opened_at=T0, silence_started_at=T0 - 120)
+        action = heal(store, incident, "Agent-1", "nudge", 1, T0)
+        store.record_command(run("nudge", ok=False), kind=CommandKind.RUNG,
+                             incident_id=incident, action_id=action)
+        with sqlite3.connect(store.path) as raw:
+            assert raw.execute(
+                "SELECT agent, kind, command, transition, attempt, incident_id, action_id, ok,"
+                " exit_code, duration, timed_out, output, error FROM command_runs"
+            ).fetchall() == [("Agent-1", "rung", "nudge", "stalled", 1, incident, action, 0, 1,
+                              0.5, 0, "out", "exit 1")]
+            assert raw.execute("SELECT applied_ok, error, outcome FROM actions").fetchall() == [
+                (0, "exit 1", "pending")]
+        # Applying is still not success: the ladder's counts are the settled outcomes.
+        assert store.stats()["total_actions"] == 1 and store.stats()["failed"] == 0
+
+    def test_pruned_by_age_but_kept_with_an_open_incident(self, store: Store) -> None:
+        still_open = store.open_incident("Agent-3", opened_at=T0, silence_started_at=T0)
+        for ts, incident in ((T0, None), (T0, still_open), (T0 + 100, None)):
+            store.record_command(run("page", ok=True, ts=ts), kind=CommandKind.HOOK,
+                                 incident_id=incident, action_id=None)
+        assert store.prune(T0 + 50) == 1
+        with sqlite3.connect(store.path) as raw:
+            assert raw.execute("SELECT ts, incident_id FROM command_runs ORDER BY id").fetchall(
+            ) == [(T0, still_open), (T0 + 100, None)]
 
 
 class TestPrune:

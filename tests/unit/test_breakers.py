@@ -73,7 +73,7 @@ class Swarm:
         """The agent writes something of its own."""
         now = self.clock.now()
         self.workspace.touch(agent, now)
-        self.engine.observe(agent, now)
+        self.engine.observe(agent, self.clock.monotonic())  # the engine speaks monotonic time
 
     def sent(self, *transitions: str) -> list[tuple[str, str]]:
         return [(a, t) for a, t, _ in self.alerts.alerts if not transitions or t in transitions]
@@ -308,7 +308,7 @@ class TestInTheDaemon:
                 swarm.clock.advance(TICK)
                 for agent in active:
                     swarm.workspace.touch(agent, swarm.clock.now())
-                    events_.push(agent, swarm.clock.now())
+                    events_.push(agent, swarm.clock.monotonic())
                 next(steps)
 
         daemon.start()

@@ -21,7 +21,7 @@ VALUES = {"agent": "Agent-3", "agent_dir": "/ws/Agent-3", "attempt": "2", "silen
 
 def request(
     agent: str = "Agent-3", run: tuple[str, ...] = ("echo",), *, transition: str = "",
-    attempt: int = 0, silent_for: float = 0.0, incident: int | None = None,
+    attempt: int = 0, silent_for: float = 0.0, incident: str = "",
 ) -> CommandRequest:
     return CommandRequest(CommandSpec("nudge", run, 10.0), agent, f"/ws/{agent}", "/ws",
                           transition, attempt, silent_for, incident)
@@ -91,7 +91,7 @@ class TestRender:
 
 class TestRequest:
     def test_environment_carries_every_value(self) -> None:
-        req = request(transition="escalated", attempt=3, silent_for=421.6, incident=17)
+        req = request(transition="escalated", attempt=3, silent_for=421.6, incident="17")
         env = req.environment()
         assert set(env) == set(ENV_NAMES)
         assert env == {

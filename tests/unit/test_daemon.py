@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from healer.config import Config
+from healer.core.commands import CommandSpec
 from healer.core.model import FolderEvent, Stage
 from healer.daemon import Daemon
 from healer.engine import Engine
@@ -22,10 +23,12 @@ from healer.testing import (
     MemoryIncidentLog,
     MemoryWorkspace,
     RecordingAlerts,
+    RecordingCommandRunner,
     RecordingNotifier,
 )
 
 HEAL, RECOVER, TICK = 2.0, 5.0, 0.1
+NUDGE = CommandSpec("nudge", ("tmux", "send-keys", "-t", "{agent}", "Enter"), 10.0)
 Logs = list[dict[str, Any]]
 
 
@@ -62,12 +65,14 @@ class Rig:
         self.notifier = RecordingNotifier(watchdog=1.0)
         self.metrics: Metrics | None = None
         self.reloaded: list[Config] = []
+        # The runner shares the event source's wake-up, as healer.wiring has it.
+        self.runner = RecordingCommandRunner(wake=self.events.wake, now=self.clock.now)
         for agent in ("Agent-1", "Agent-2"):
             self.workspace.add(agent, self.clock.now(), doc={"agent_id": agent,
                                                              "current_tasks": ["a task"]})
         engine = Engine(
             self.config, self.clock, workspace=self.workspace, files=self.workspace.files,
-            history=History(self.log, self.clock), alerts=self.alerts,
+            history=History(self.log, self.clock), alerts=self.alerts, commands=self.runner,
         )
         self.daemon = Daemon(
             self.config, clock=self.clock, engine=engine, watcher=self.events,
@@ -96,7 +101,7 @@ class Rig:
             self.clock.advance(TICK)
             for agent in active:
                 self.workspace.touch(agent, self.clock.now())
-                self.events.push(agent, self.clock.now())
+                self.events.push(agent, self.clock.monotonic())
             next(self.steps)
 
 
@@ -132,7 +137,7 @@ class TestStepping:
         assert [h["action"] for h in events(logs, "heal_action", "Agent-1")] == ["force_update"]
         assert not events(logs, "stall_detected", "Agent-2")
         rig.workspace.touch("Agent-1", rig.clock.now())
-        rig.events.push("Agent-1", rig.clock.now())
+        rig.events.push("Agent-1", rig.clock.monotonic())
         with capture_logs() as logs:
             assert rig.tick() is True
         assert [e["attempts"] for e in events(logs, "agent_recovered", "Agent-1")] == [1]
@@ -148,6 +153,32 @@ class TestStepping:
         assert "Agent-1 requires manual intervention." in rig.workspace.files.markers["Agent-1"]
         reassigned = rig.workspace.files.files["Agent-2"]
         assert [k for k in reassigned if "HEALER_REASSIGN_Agent-1" in k]
+
+    def test_a_command_rung_s_end_wakes_the_loop_which_reports_it(self, tmp_path: Path) -> None:
+        rig = Rig(tmp_path, commands={"nudge": NUDGE}, ladder=("nudge", "force_update"))
+        rig.daemon.start()
+        rig.run(HEAL + TICK, active=("Agent-2",))
+        assert [r.agent for r in rig.runner.unfinished] == ["Agent-1"]
+        rig.events.wake.clear()
+        rig.runner.finish(exit_code=0, output="sent")
+        assert rig.events.wake.is_set()  # the sleep the loop is in ends at once
+        with capture_logs() as logs:
+            assert rig.tick(0.0) is True
+        [line] = events(logs, "heal_action", "Agent-1")
+        assert (line["action"], line["exit_code"], line["output"]) == ("nudge", 0, "sent")
+
+    def test_close_stops_the_runner_and_logs_what_was_killed(self, tmp_path: Path) -> None:
+        rig = Rig(tmp_path, commands={"nudge": NUDGE}, ladder=("nudge",))
+        rig.daemon.start()
+        rig.run(HEAL + TICK, active=("Agent-2",))
+        rig.runner.finish(exit_code=-15, error="killed: healer stopped while it ran")
+        with capture_logs() as logs:
+            rig.daemon.close()
+        assert rig.runner.closed
+        names = [e["event"] for e in logs]
+        # Logged and on record before the history is closed and the daemon says it stopped.
+        assert names.index("heal_action") < names.index("watch_stopped")
+        assert rig.log.runs and rig.log.runs[0][0].error == "killed: healer stopped while it ran"
 
     def test_the_watchdog_is_pinged_at_half_its_interval(self, rig: Rig) -> None:
         """With a 1 s watchdog, stepping 2 s of ticks pings it about four times."""
@@ -176,17 +207,19 @@ class TestChanges:
         """An added folder is tracked at once; a removed one only once it is really gone."""
         rig.daemon.start()
         rig.workspace.add("Agent-3", rig.clock.now())
-        rig.events.push("Agent-3", rig.clock.now(), activity=False, folder=FolderEvent.ADDED)
+        rig.events.push("Agent-3", rig.clock.monotonic(), activity=False, folder=FolderEvent.ADDED)
         with capture_logs() as logs:
             rig.tick()
         assert events(logs, "agent_added", "Agent-3")
         (tmp_path / "Agent-3").mkdir()
-        rig.events.push("Agent-3", rig.clock.now(), activity=False, folder=FolderEvent.REMOVED)
+        rig.events.push("Agent-3", rig.clock.monotonic(), activity=False,
+                        folder=FolderEvent.REMOVED)
         rig.tick()
         assert "Agent-3" in rig.daemon.engine.monitor  # its folder is still there
         (tmp_path / "Agent-3").rmdir()
         rig.workspace.remove("Agent-3")
-        rig.events.push("Agent-3", rig.clock.now(), activity=False, folder=FolderEvent.REMOVED)
+        rig.events.push("Agent-3", rig.clock.monotonic(), activity=False,
+                        folder=FolderEvent.REMOVED)
         with capture_logs() as logs:
             rig.tick()
         assert events(logs, "agent_removed", "Agent-3")
@@ -202,7 +235,7 @@ class TestChanges:
             assert rig.tick() is True
         assert events(logs, "event_queue_overflow")
         assert rig.daemon.engine.monitor.table.get("Agent-1") == pytest.approx(
-            rig.clock.now() - TICK)
+            rig.clock.monotonic() - TICK)
         rig.events.dead = True
         assert rig.tick() is True
         assert rig.events.restarts == 1
@@ -214,7 +247,7 @@ class TestChanges:
         never through its insides."""
         rig.daemon.start()
         for _ in range(3):
-            rig.events.push("Agent-1", rig.clock.now())
+            rig.events.push("Agent-1", rig.clock.monotonic())
         rig.tick()
         assert rig.metrics is not None and rig.metrics.batches == [3]
         rig.run(HEAL + TICK)

@@ -71,7 +71,7 @@ class TestCarryingOut:
         with capture_logs() as logs:
             rig.run(2 * RECOVER)
         assert not [e for e in logs if e["event"] == "stall_detected"]
-        assert rig.engine.monitor.stage("Agent-1", rig.clock.now()).value == "busy"
+        assert rig.engine.monitor.stage("Agent-1", rig.clock.monotonic()).value == "busy"
 
     def test_recovery_alerts_once_and_a_return_closes_with_recovered(self, tmp_path: Path
                                                                      ) -> None:
@@ -79,7 +79,7 @@ class TestCarryingOut:
         rig.workspace.add("Agent-1", rig.clock.now())
         rig.engine.start()
         rig.run(RECOVER + TICK)
-        rig.engine.observe("Agent-1", rig.clock.now())
+        rig.engine.observe("Agent-1", rig.clock.monotonic())
         assert [t for _, t, _ in rig.alerts.alerts] == ["stalled", "recovered"]
         assert rig.log.stats()["incidents"] == {
             "open": 0, "recovered": 1, "resolved": 0, "escalated": 0}
@@ -92,9 +92,9 @@ class TestView:
             rig.workspace.add(agent, rig.clock.now())
         rig.engine.start()
         rig.clock.advance(HEAL + 1)
-        assert rig.engine.view.stalled(rig.clock.now()) == []  # healing is off
+        assert rig.engine.view.stalled(rig.clock.monotonic()) == []  # healing is off
         rig.clock.advance(RECOVER)
-        stalled = rig.engine.view.stalled(rig.clock.now())
+        stalled = rig.engine.view.stalled(rig.clock.monotonic())
         assert [(s.agent, s.pipeline) for s in stalled] == [
             ("Agent-1", Pipeline.RECOVERY), ("Agent-2", Pipeline.RECOVERY)]
         assert stalled[0].silent_for == pytest.approx(HEAL + 1 + RECOVER)

@@ -15,6 +15,7 @@ from healer.adapters.store import Store
 from healer.config import Config
 from healer.engine import Engine
 from healer.testing import FakeClock
+from healer.timeline import to_wall
 from healer.wiring import build_engine
 from tests.conftest import make_agent
 
@@ -153,7 +154,9 @@ class TestRestartContinuity:
         config, _ = self._crash_after_attempt_two(root, clock)
         engine, store = _engine(config, clock)
         assert engine.monitor.incident("Agent-2") is not None
-        assert engine.monitor.table.get("Agent-2") == pytest.approx(
+        last = engine.monitor.table.get("Agent-2")
+        assert last is not None
+        assert to_wall(clock, last) == pytest.approx(
             store.open_incident_for("Agent-2").silence_started_at  # type: ignore[union-attr]
         )
         store.close()

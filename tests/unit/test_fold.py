@@ -91,3 +91,29 @@ class TestAlertFold:
         f = AlertFold(None)
         f.send("Agent-1", T.STALLED, {})
         f.restore("Agent-1", T.STALLED, {})
+
+
+class TestOnSend:
+    """The `on:` commands hear exactly what goes out: what an outage holds or a flapping
+    agent mutes runs nothing; under a dry run they alone hear it."""
+
+    def test_it_hears_what_goes_out_and_nothing_held_or_muted(self) -> None:
+        heard: list[tuple[str, str]] = []
+        sink = RecordingAlerts()
+        f = AlertFold(sink, on_send=lambda agent, t, _details: heard.append((agent, t)))
+        f.is_flapping = lambda agent: agent == "Agent-9"
+        f.send("Agent-9", T.STALLED, {})
+        f.outage = True
+        f.send("Agent-1", T.STALLED, {})
+        f.send("", T.SWARM_OUTAGE, {})
+        assert heard == [("", "swarm_outage")]
+        f.outage = False
+        assert f.release(keep) == 1
+        assert heard == sent(sink) == [("", "swarm_outage"), ("Agent-1", "stalled")]
+
+    def test_under_dry_run_the_sink_gets_nothing(self) -> None:
+        heard: list[str] = []
+        sink = RecordingAlerts()
+        f = AlertFold(sink, on_send=lambda _agent, t, _details: heard.append(t), dry_run=True)
+        f.send("Agent-1", T.ESCALATED, {"attempts": 3})
+        assert heard == ["escalated"] and sink.alerts == []

@@ -161,6 +161,29 @@ class TestMonitor:
         rows = run_until(monitor, clock, start + 5.2)
         assert rows and rows[0][2] == "StallDetected"
 
+    def test_an_attempt_that_ended_late_counts_heal_after_from_its_end(
+        self, clock: FakeClock
+    ) -> None:
+        """A command rung held by defer() while it ran: the next attempt is due heal_after
+        after it ended, not after it started; a stale end changes nothing."""
+        policy = Policy(heal_after=2.0, recover_after=100.0, max_attempts=3, ladder=HEAL_ACTIONS)
+        monitor = Monitor(lambda a: policy, TICK, clock.now())
+        start = clock.now()
+        monitor.add("Agent-1", start)
+        rows = run_until(monitor, clock, start + 2.05)
+        assert [r[2] for r in rows] == ["StallDetected", "HealAttempt"]
+        incident = monitor.incident("Agent-1")
+        assert incident is not None
+        monitor.defer("Agent-1", clock.now() + 60.0)
+        assert run_until(monitor, clock, start + 9.0) == []
+        assert not monitor.attempt_ended("Agent-1", incident.opened_at, 2, clock.now())
+        assert not monitor.attempt_ended("Agent-1", incident.opened_at + 1, 1, clock.now())
+        assert monitor.attempt_ended("Agent-1", incident.opened_at, 1, clock.now())
+        ended = clock.now()
+        assert run_until(monitor, clock, ended + policy.heal_after - TICK) == []
+        rows = run_until(monitor, clock, ended + policy.heal_after + TICK)
+        assert [r[2] for r in rows] == ["SettleAttempt", "HealAttempt"]
+
     def test_rearm_restores_the_timer_of_an_agent_taken_off_the_wheel(
         self, clock: FakeClock
     ) -> None:

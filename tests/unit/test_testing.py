@@ -9,6 +9,7 @@ import pytest
 
 from healer.core.model import IncidentOutcome, Pipeline, Settlement, Stage
 from healer.testing import FakeClock, MemoryIncidentLog, MemoryStatusStore
+from healer.testing.clock import MONOTONIC_START
 
 
 class TestFakeClock:
@@ -24,11 +25,12 @@ class TestFakeClock:
         with pytest.raises(ValueError):
             clock.set(99.0)
         clock.set(110.0)
-        assert (clock.now(), clock.monotonic()) == (110.0, 110.0)
+        assert (clock.now(), clock.monotonic()) == (110.0, MONOTONIC_START + 10.0)
 
-    def test_the_monotonic_clock_starts_level_with_the_wall_unless_told(self) -> None:
-        """Level by default, so a test that never steps may use either as engine time."""
-        assert FakeClock(start=100.0).monotonic() == 100.0
+    def test_the_monotonic_clock_starts_far_from_the_wall_unless_told(self) -> None:
+        """Apart by default, so a test that takes one clock for the other fails at once."""
+        assert FakeClock(start=100.0).monotonic() == MONOTONIC_START
+        assert FakeClock().monotonic() != FakeClock().now()
         assert FakeClock(start=100.0, monotonic=7.0).monotonic() == 7.0
 
     @pytest.mark.parametrize("jump", [3600.0, -3600.0])

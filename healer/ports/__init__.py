@@ -1,7 +1,8 @@
 """The ports: what the engine, the pipelines and the daemon need from the world, as Protocols.
 Adapters (healer/adapters) implement them, healer/testing has a fake of each, healer/wiring
-plugs one into each; a new kind of I/O is one more Protocol here. Past 300 lines: a dozen
-small Protocols, read together as the list of what healer needs from the world."""
+plugs one into each; a new kind of I/O is one more Protocol here, or in a module beside it
+re-exported here (ports/commands.py). Past 300 lines: a dozen small Protocols, read together
+as the list of what healer needs from the world."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ from healer.core.model import (
     Stage,
     Transition,
 )
+from healer.ports.commands import CommandRunLog, CommandRunner
 
 __all__ = [
     "AlertSink",
     "Change",
     "Clock",
+    "CommandRunLog",
+    "CommandRunner",
     "Counters",
     "Doc",
     "EventSource",
@@ -230,9 +234,9 @@ class IncidentRecord(Protocol):
     def recovery_done(self) -> bool: ...
 
 
-class IncidentLog(Protocol):
-    """The durable history: incidents, actions, healer's own writes, last activity.
-    Every method may raise StoreError."""
+class IncidentLog(CommandRunLog, Protocol):
+    """The durable history: incidents, actions, commands run, healer's own writes, last
+    activity. Every method may raise StoreError."""
 
     def open_incident(
         self, agent: str, *, opened_at: float, silence_started_at: float, stage: Stage,
