@@ -1,12 +1,12 @@
-"""The watchdog observer: events in, (agent, time) out through a queue the main loop drains.
-The handler does O(1) work and never raises; the main loop restarts a dead observer."""
+"""The watcher: filesystem events in, (agent, time) out through a queue the main loop drains.
+inotify through one reader thread (adapters/inotify_reader.py); `--poll` through watchdog's
+polling observer. Neither raises into the main loop, which restarts a dead reader."""
 
 from __future__ import annotations
 
 import collections
 import ctypes
 import errno
-import logging
 import os
 import threading
 import time
@@ -29,10 +29,9 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import inotify_move_event_grouper
-from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from healer.adapters.inotify_reader import InotifyReader, make_classifier
 from healer.adapters.writer import SelfWriteLedger
 from healer.core.classify import classify
 from healer.core.model import EventKind
@@ -46,18 +45,10 @@ try:
     _LIBC: Any = ctypes.CDLL(None, use_errno=True)
     _LIBC.inotify_init1.argtypes = [ctypes.c_int]
     _LIBC.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-except (OSError, AttributeError):  # no inotify here: watchdog will say so at start
+except (OSError, AttributeError):  # no inotify here: the reader will say so at start
     _LIBC = None
 
-# watchdog holds an IN_MOVED_FROM back for `delay` seconds to pair it with its IN_MOVED_TO,
-# and when its reader thread takes that event before the pair arrives it sleeps the whole
-# delay, holding up every event behind it: any rename (an atomic replace, sed -i, a
-# message filed away) could make every agent's activity land half a second late. The
-# kernel queues both halves of a rename together, so a tenth of a second still pairs them.
-MOVE_PAIRING_DELAY = 0.1
-inotify_move_event_grouper.InotifyMoveEventGrouper.delay = MOVE_PAIRING_DELAY
-
-# What the kernel is asked for. Opens and reads (healer's own reads included) are not.
+# What the polling observer reports. Opens and reads (healer's own included) are not.
 EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileDeletedEvent, FileMovedEvent,
     FileClosedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
@@ -95,21 +86,9 @@ class _Handler(FileSystemEventHandler):
             log.exception("event_handler_error")
 
 
-class _OverflowLog(logging.Handler):
-    """watchdog reports a kernel queue overflow only in its log; listen there."""
-
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
-        super().__init__(logging.WARNING)
-        self._on_overflow = on_overflow
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self._on_overflow()
-
-
 def watches_left(path: Path) -> bool:
     """Whether one more inotify watch can be added for this user, asked of the kernel with a
-    probe watch of our own (watchdog does not report the folders it failed to watch)."""
+    probe watch of our own."""
     if _LIBC is None:
         return True
     fd = _LIBC.inotify_init1(os.O_CLOEXEC)
@@ -123,7 +102,10 @@ def watches_left(path: Path) -> bool:
 
 
 class Watcher:
-    """Recursive observer of the workspace root feeding a deque of Changes."""
+    """Recursive watch of the workspace root feeding a deque of Changes.
+
+    The root is watched by its real path, resolved at start and at every restart: under a
+    symlinked root (`/srv/ws -> /data/ws`) the folders made at runtime are watched at once."""
 
     def __init__(
         self,
@@ -136,44 +118,72 @@ class Watcher:
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.root = Path(os.path.abspath(root))
+        self.configured = Path(os.path.abspath(root))  # the path healer writes (and notes) by
+        self.root = self.configured
         self._prefix = str(self.root) + os.sep
-        self.is_agent = is_agent
+        self._is_agent = is_agent
         self.ledger = ledger
-        self.inbox_mode = inbox_mode
+        self._inbox_mode = inbox_mode
         self.poll = poll
         self.poll_interval = poll_interval
         self._clock = clock
         self.changes: collections.deque[Change] = collections.deque()
         self.wake = threading.Event()
         self.overflowed = threading.Event()
-        self.events_seen = 0
         self.handler_errors = 0
         self.restarts = 0
-        self._observer: BaseObserver | None = None
-        self._overflow_log = _OverflowLog(self._overflow)
-        logging.getLogger("watchdog.observers").addHandler(self._overflow_log)
+        self._polled = 0
+        self._counted = 0  # events of readers since replaced
+        self._full = False
+        self._reader: InotifyReader | None = None
+        self._observer: PollingObserver | None = None
+
+    # -- configuration (a reload may change both) -----------------------------------------
+    @property
+    def is_agent(self) -> Callable[[str], bool]:
+        return self._is_agent
+
+    @is_agent.setter
+    def is_agent(self, value: Callable[[str], bool]) -> None:
+        self._is_agent = value
+        self._reconfigure()
+
+    @property
+    def inbox_mode(self) -> str:
+        return self._inbox_mode
+
+    @inbox_mode.setter
+    def inbox_mode(self, value: str) -> None:
+        self._inbox_mode = value
+        self._reconfigure()
+
+    def _reconfigure(self) -> None:
+        reader = self._reader
+        if reader is not None:
+            reader.classify = self._classifier()
+            reader.is_agent = self._is_agent
+            reader.clear_cache()
+
+    def _classifier(self) -> Any:
+        return make_classifier(self._is_agent, self._inbox_mode, str(self.configured))
+
+    @property
+    def events_seen(self) -> int:
+        reader = self._reader
+        return self._counted + self._polled + (reader.events if reader is not None else 0)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self._observer = self._new_observer()
+        self._begin()
 
-    def _new_observer(self) -> BaseObserver:
+    def _begin(self) -> None:
+        # Resolved again at every (re)start: the link may have been re-pointed.
+        self.root = Path(os.path.realpath(self.configured))
+        self._prefix = str(self.root) + os.sep
         if not self.poll:
             try:
-                from watchdog.observers.inotify import InotifyObserver
-
-                observer: BaseObserver = InotifyObserver()
-                observer.schedule(
-                    _Handler(self), str(self.root), recursive=True, event_filter=EVENT_FILTER
-                )
-                observer.start()
-                if not watches_left(self.root):
-                    # watchdog skips, silently, every subfolder past the limit.
-                    observer.stop()
-                    observer.join(1.0)
-                    raise OSError(errno.ENOSPC, "inotify watch limit reached")
-                return observer
+                self._reader = self._new_reader()
+                return
             except OSError as exc:
                 # Out of inotify watches or instances, or no inotify at all: poll instead.
                 log.warning("inotify_unavailable", error=str(exc), fallback="polling")
@@ -181,20 +191,43 @@ class Watcher:
         observer = PollingObserver(timeout=self.poll_interval)
         observer.schedule(_Handler(self), str(self.root), recursive=True)
         observer.start()
-        return observer
+        self._observer = observer
+
+    def _new_reader(self) -> InotifyReader:
+        self._full = False
+        reader = InotifyReader(
+            str(self.root), str(self.configured), classify_obs=self._classifier(),
+            is_agent=self._is_agent, is_own=self._own_path, emit=self._emit,
+            on_lost=self._overflow, on_full=self._on_full, clock=self._clock,
+        )
+        try:
+            # Watch first (root, then every folder, each before it is listed), then start
+            # reading; the caller scans after this returns.
+            reader.watch_root()
+            reader.watch_tree("")
+            if self._full or not watches_left(self.root):
+                raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        except BaseException:
+            reader.stop(0.1)
+            raise
+        reader.start()
+        return reader
+
+    def _on_full(self) -> None:
+        self._full = True
+        self.wake.set()  # alive() now says no: the main loop restarts the watcher, polling
 
     def fall_back_if_full(self) -> bool:
         """Switch to polling once the inotify watch limit is reached (new folders would go
         unwatched); True when it did, and the caller must rescan."""
-        if self.poll or watches_left(self.root):
+        if self.poll or (not self._full and watches_left(self.root)):
             return False
-        log.warning("inotify_unavailable", error="inotify watch limit reached",
-                    fallback="polling")
-        self.poll = True
         self.restart()
         return True
 
     def alive(self) -> bool:
+        if self._reader is not None:
+            return self._reader.alive() and not self._full
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
@@ -202,31 +235,57 @@ class Watcher:
         return all(emitter.is_alive() for emitter in list(observer.emitters))
 
     def restart(self) -> None:
-        """Replace a dead observer; the caller rescans, since events were lost meanwhile."""
+        """Replace a dead reader; the caller rescans, since events were lost meanwhile."""
+        if self._full and not self.poll:
+            log.warning("inotify_unavailable", error="inotify watch limit reached",
+                        fallback="polling")
+            self.poll = True
         self.stop(timeout=0.5)
         self.restarts += 1
-        self._observer = self._new_observer()
+        self._begin()
         log.warning("observer_restarted", restarts=self.restarts, polling=self.poll)
 
     def stop(self, timeout: float = 1.0) -> None:
+        reader, self._reader = self._reader, None
         observer, self._observer = self._observer, None
-        if observer is None:
-            return
         try:
-            observer.stop()
-            observer.join(timeout)
+            if reader is not None:
+                self._counted += reader.events
+                reader.stop(timeout)
+            if observer is not None:
+                observer.stop()
+                observer.join(timeout)
         except Exception as exc:  # stopping must never keep healer from exiting
             log.warning("observer_stop_failed", error=str(exc))
 
     def close(self) -> None:
         self.stop()
-        logging.getLogger("watchdog.observers").removeHandler(self._overflow_log)
 
     def _overflow(self) -> None:
         self.overflowed.set()
         self.wake.set()
 
-    # -- the observer thread --------------------------------------------------------------
+    # -- the reader thread ----------------------------------------------------------------
+    def _emit(self, activity: list[tuple[str, bool]], folders: list[tuple[str, str]],
+              when: float) -> None:
+        append = self.changes.append
+        for agent, what in folders:
+            append(Change(agent, when, False, folder=what))
+        for agent, act in activity:
+            append(Change(agent, when, act))
+        self.wake.set()
+
+    def _own_path(self, path: str) -> bool:
+        """A file healer created by link() (an inbox message) shows up as a plain creation;
+        the ledger knows it."""
+        if self.ledger.get(path) is None:
+            return False
+        try:
+            return self.ledger.is_self(path, os.lstat(path))
+        except OSError:
+            return False
+
+    # -- the polling observer's thread --------------------------------------------------
     def _rel(self, path: Any) -> str | None:
         text = os.fsdecode(path)
         if text.startswith(self._prefix):
@@ -238,7 +297,7 @@ class Watcher:
         if kind is None or (event.is_directory and kind is EventKind.MODIFIED):
             return  # opens, close-without-write, and a parent's mtime echo of a child's event
         now = self._clock()
-        self.events_seen += 1
+        self._polled += 1
         src = self._rel(event.src_path)
         dest = self._rel(event.dest_path) if kind is EventKind.MOVED else None
         if src is None and dest is None:
@@ -282,13 +341,7 @@ class Watcher:
             return False
         if src is None or "/inbox/" not in src:
             return False  # the only files healer creates in place are inbox messages
-        path = self._prefix + src
-        if self.ledger.get(path) is None:
-            return False
-        try:
-            return self.ledger.is_self(path, os.lstat(path))
-        except OSError:
-            return False
+        return self._own_path(str(self.configured) + os.sep + src)
 
     def drain(self, limit: int = 100_000) -> list[Change]:
         """Take up to `limit` queued changes (main thread)."""
