@@ -35,6 +35,7 @@ _ONLYDIR, _DONT_FOLLOW, _ISDIR = 0x01000000, 0x02000000, 0x40000000
 # IN_DONT_FOLLOW never leaves a symlinked root watching the link instead of the folder.
 MASK = (_MODIFY | _ATTRIB | _CLOSE_WRITE | _MOVED_FROM | _MOVED_TO | _CREATE | _DELETE
         | _DELETE_SELF | _ONLYDIR | _DONT_FOLLOW)
+_MASK = Mask(MASK)
 # Anything but a plain file event takes the slow path (watches, moves, the root, overflow).
 _SLOW = _MOVED_FROM | _MOVED_TO | _DELETE_SELF | _MOVE_SELF | _UNMOUNT | _Q_OVERFLOW | _IGNORED
 _KIND = {_MODIFY: EventKind.MODIFIED, _ATTRIB: EventKind.ATTRIB,
@@ -106,10 +107,9 @@ class InotifyReader:
             self._walk(rel, found)
 
     def _walk(self, rel: str, found: list[tuple[str, bool]] | None) -> None:
-        stack = [rel]
+        stack = [(os.path.join(self._root, rel) if rel else self._root, rel)]
         while stack:
-            here = stack.pop()
-            path = os.path.join(self._root, here) if here else self._root
+            path, here = stack.pop()
             if here and self._add(path, here) is None:
                 continue
             try:
@@ -118,7 +118,7 @@ class InotifyReader:
                         sub = f"{here}/{entry.name}" if here else entry.name
                         is_dir = entry.is_dir(follow_symlinks=False)
                         if is_dir:
-                            stack.append(sub)
+                            stack.append((entry.path, sub))
                         if found is not None:
                             found.append((sub, is_dir))
             except OSError:
@@ -126,7 +126,7 @@ class InotifyReader:
 
     def _add(self, path: str, rel: str) -> int | None:
         try:
-            wd = int(self._fd.add_callback(os.fsencode(path), Mask(MASK), self, self._id))
+            wd = int(self._fd.add_callback(os.fsencode(path), _MASK, self, self._id))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
                 self._on_full()
@@ -137,7 +137,8 @@ class InotifyReader:
             return None
         if wd < 0:  # EACCES: watchdog returns no descriptor and no error
             return None
-        self._unmap(wd)
+        if wd in self._paths:
+            self._unmap(wd)
         self._paths[wd] = rel
         self._by_path[rel] = wd
         return wd
