@@ -130,7 +130,7 @@ def check(settings: _Settings, act: bool, as_json: bool, verbose: bool) -> None:
 
     config = settings.build()
     store = _open_history(config, write=act and not config.dry_run)
-    alerter = Alerter.from_config(config.alerts) if act else None
+    alerter = Alerter.from_config(config.alerts, workspaces=config.workspaces) if act else None
     clock = SystemClock()
     engine = Engine(config, clock, store=store, alerter=alerter, record=act, keep_actions=True)
     try:

@@ -49,6 +49,7 @@ class AlertsConfig:
     """Where alerts go. The Discord URL is only ever read from the environment."""
 
     webhook_url: str | None = None
+    alertmanager_url: tuple[str, ...] = ()
     timeout: float = 5.0
     max_tries: int = 3
     backoff: float = 1.0
@@ -199,6 +200,18 @@ def _url(value: object, key: str) -> str:
     return text
 
 
+def _urls(value: object, key: str) -> tuple[str, ...]:
+    """One URL, or a list of them (an Alertmanager HA pair gets every alert on each)."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{key}: expected a URL or a list of URLs, got an empty list")
+    urls = tuple(_url(item, f"{key}[{n}]" if isinstance(value, list) else key)
+                 for n, item in enumerate(items))
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{key}: the same URL is listed twice")
+    return urls
+
+
 def _ladder(value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{key}: expected a list of action names, got {value!r}")
@@ -230,6 +243,7 @@ _HEALER_KEYS: dict[str, tuple[Callable[[object, str], Any], str]] = {
 }
 _ALERT_KEYS: dict[str, Callable[[object, str], Any]] = {
     "webhook_url": _url,
+    "alertmanager_url": _urls,
     "timeout": _duration,
     "max_tries": _positive_int,
     "backoff": _duration,

@@ -65,7 +65,7 @@ class Daemon:
         self.store: Store | None = None
         if not config.dry_run:
             self.store = Store.open(config.state_path / "healer.db")
-        self.alerter = Alerter.from_config(config.alerts)
+        self.alerter = Alerter.from_config(config.alerts, workspaces=config.workspaces)
         self.engine = Engine(config, self.clock, store=self.store, alerter=self.alerter)
         self.watcher = Watcher(
             config.workspaces,
@@ -77,6 +77,7 @@ class Daemon:
             clock=self.clock.now,
         )
         self.sweeps = 0
+        self.overflows = 0  # kernel event-queue overflows, each answered by a rescan
         self.metrics: Any = None
         self._last_sweep = 0.0
         self._last_ping = 0.0
@@ -163,6 +164,7 @@ class Daemon:
         did |= self._apply_changes()
         if self.watcher.overflowed.is_set():
             self.watcher.overflowed.clear()
+            self.overflows += 1
             log.warning("event_queue_overflow", action="rescan")
             self.engine.rescan()
             did = True

@@ -3,6 +3,7 @@ Both `healer check` and `healer watch` drive it; only the source of activity dif
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -93,7 +94,13 @@ class Engine:
         self.actions: list[ActionReport] | None = [] if keep_actions else None
         self.counters: dict[str, int] = {
             "heal_actions": 0, "recovery_actions": 0, "escalations": 0, "recoveries": 0,
+            "incidents_opened": 0,
         }
+        # For the metrics: seconds of silence at detection and from detection to recovery
+        # (summed; MTTD and MTTR are sum over count), and actions by (pipeline, action, ok).
+        self.seconds: dict[str, float] = {"detection": 0.0, "recovery": 0.0}
+        self.results: collections.Counter[tuple[str, str, bool]] = collections.Counter()
+        self._counted: dict[str, float] = {}  # agent -> opened_at of the incident counted
 
     # -- configuration --------------------------------------------------------------------
     def policy_for(self, agent: str) -> Policy:
@@ -164,6 +171,8 @@ class Engine:
         incident = incident_from_row(row, self.policy_for(agent)) if row is not None else None
         if not self.monitor.add(agent, last, incident) and incident is not None:
             self._recovered(agent, incident, last)
+        elif incident is not None and self.alerter is not None and not self.config.dry_run:
+            self._restore_alert(agent, incident, now)
         if announce:
             log.info("agent_added", agent=agent)
         return True
@@ -172,6 +181,8 @@ class Engine:
         incident = self.monitor.remove(agent)
         if incident is not None and incident.id is not None:
             self.history.close(incident.id, "resolved")
+        if incident is not None:
+            self._alert(agent, "resolved")
         log.info("agent_removed", agent=agent)
 
     def reconcile(self) -> tuple[int, int]:
@@ -297,7 +308,7 @@ class Engine:
             outcomes.append(recovery.rescue(self.writer, ctx))
         if self.config.auto_recovery:
             candidates = self._active_agents(agent)
-            outcomes.append(recovery.reassign_tasks(self.writer, ctx, candidates))
+            outcomes.append(recovery.reassign_tasks(self.writer, ctx, candidates, self.history))
         for outcome in outcomes:
             self._record(incident, Pipeline.RECOVERY, outcome, 0, now)
         self._alert(agent, "stalled", silent_for=round(now - last, 3), pipeline="recovery")
@@ -324,6 +335,7 @@ class Engine:
         log.info("agent_recovered", agent=agent, silent_for=round(silent_for, 3),
                  attempts=incident.attempts)
         self.counters["recoveries"] += 1
+        self.seconds["recovery"] += max(0.0, when - incident.opened_at)
         if incident.escalated and not self.config.dry_run:
             try:
                 self.writer.remove_marker(agent)
@@ -341,6 +353,10 @@ class Engine:
     def _ensure_row(self, agent: str, incident: Incident, now: float) -> Incident:
         if incident.id is not None:
             return incident
+        if self._counted.get(agent) != incident.opened_at:  # once, with or without a store
+            self._counted[agent] = incident.opened_at
+            self.counters["incidents_opened"] += 1
+            self.seconds["detection"] += max(0.0, now - incident.silence_start)
         stage = "healing" if self.config.healing_enabled else "recovering"
         row_id = self.history.open_incident(incident, now, stage)
         if row_id is None:
@@ -366,8 +382,12 @@ class Engine:
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
+        if outcome.action == "reassign_tasks" and outcome.ok:
+            # "ok, 0 tasks" and a real hand-over must not read the same in the log.
+            fields.update({k: outcome.detail[k] for k in ("tasks", "to") if k in outcome.detail})
         if self.config.dry_run:
             fields["dry_run"] = True  # decided and logged, not written: no one may think so
+        self.results[(pipeline.value, outcome.action, outcome.ok)] += 1
         if pipeline is Pipeline.HEALING:
             self.counters["heal_actions"] += 1
             log.log(30 if not outcome.ok else 20, "heal_action", attempt=attempt, **fields)
@@ -386,6 +406,7 @@ class Engine:
             if incident.id is not None and incident.id not in still_open:
                 self.monitor.resolve(agent, self.clock.now())
                 log.info("incident_resolved", agent=agent, incident=incident.id)
+                self._alert(agent, "resolved")
 
     # -- helpers --------------------------------------------------------------------------
     def _active_agents(self, exclude: str) -> list[str]:
@@ -396,6 +417,17 @@ class Engine:
             if a != exclude and self.monitor.stage(a, now) is Stage.ACTIVE
         ]
         return [a for _, a in sorted(rows, reverse=True)]
+
+    def _restore_alert(self, agent: str, incident: Incident, now: float) -> None:
+        """A carried incident that humans heard of keeps its Alertmanager alert open."""
+        assert self.alerter is not None
+        silent_for = round(max(0.0, now - incident.silence_start), 3)
+        if incident.escalated:
+            self.alerter.restore(agent, "escalated", {"attempts": incident.attempts,
+                                                      "actions": list(incident.actions),
+                                                      "silent_for": silent_for})
+        elif incident.recovery_done:
+            self.alerter.restore(agent, "stalled", {"silent_for": silent_for})
 
     def _alert(self, agent: str, transition: str, **details: Any) -> None:
         if self.config.dry_run:

@@ -30,11 +30,17 @@ class History:
         self.store = store
         self._clock = clock
         self._paused_until = float("-inf")
+        self.failures = 0  # store calls that failed and paused the history, for metrics
         self._action_ids: dict[tuple[int, int], int] = {}  # (incident, attempt) -> action
 
     @property
     def enabled(self) -> bool:
         return self.store is not None
+
+    @property
+    def paused(self) -> bool:
+        """True while the history is paused after a failed call."""
+        return self._clock.now() < self._paused_until
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._clock.now() < self._paused_until:
@@ -46,6 +52,7 @@ class History:
             # history makes every call wait out the busy timeout, and a loop stuck in those
             # waits misses stalls and its watchdog pings; so pause it rather than retry each.
             self._paused_until = self._clock.now() + HISTORY_PAUSE
+            self.failures += 1
             log.error("history_write_failed", error=str(exc), paused_for=HISTORY_PAUSE)
             return None
 
@@ -104,6 +111,20 @@ class History:
     def save_last_activity(self, activities: Mapping[str, float]) -> None:
         if self.store is not None:
             self._call(self.store.save_last_activity, dict(activities))
+
+    def tasks_sent(self, to_agent: str, to_status: tuple[int, int, int]) -> int:
+        """Tasks healer sent `to_agent` since its status.json last changed (0 when unknown)."""
+        if self.store is None:
+            return 0
+        return int(self._call(self.store.tasks_sent, to_agent, to_status) or 0)
+
+    def record_reassignment(
+        self, *, ts: float, from_agent: str, to_agent: str, tasks: int,
+        to_status: tuple[int, int, int] | None,
+    ) -> None:
+        if self.store is not None:
+            self._call(self.store.record_reassignment, ts=ts, from_agent=from_agent,
+                       to_agent=to_agent, tasks=tasks, to_status=to_status)
 
     def prune(self, older_than: float) -> None:
         if self.store is not None:

@@ -67,6 +67,7 @@ def agent_status(config: Config, store: Store | None, now: float | None = None) 
             "stage": stage,
             "attempts": row.attempts if row is not None else 0,
             "busy_until": _iso(lease) if lease is not None and lease > now else None,
+            **({"note": found.status_link.value} if found.status_link is not None else {}),
         })
     return {"agents": rows}
 
@@ -104,6 +105,8 @@ def render_status(data: dict[str, Any], *, color: bool = False) -> str:
             f"{fit(row['agent'], 20):<20} {stage} {age(row['silent_for']):>8} "
             f"{row['attempts']:>8}  {last}"
         )
+    # Notes below the table, one line each: the columns stay within 80.
+    lines += [f"  {fit(r['agent'], 18)}: {r['note']}" for r in data["agents"] if "note" in r]
     counts: dict[str, int] = {}
     for row in data["agents"]:
         counts[row["stage"]] = counts.get(row["stage"], 0) + 1

@@ -59,6 +59,8 @@ MEANING = {
     "state_dir": "Folder of the history `healer.db` (default `<workspaces>/.healer`).",
     "retention": "History older than this is pruned.",
     "alerts.webhook_url": "Generic JSON webhook for alerts (Discord: env only, below).",
+    "alerts.alertmanager_url": "Alertmanager base URL, or a list of them (an HA pair), "
+                               "to push alerts to (`/api/v2/alerts`).",
     "alerts.timeout": "Timeout of one alert delivery.",
     "alerts.max_tries": "Delivery attempts per alert.",
     "alerts.backoff": "First retry delay, doubled on each retry (with jitter).",
@@ -66,7 +68,7 @@ MEANING = {
     "agents.recover_after": "recover_after for one agent.",
     "poll": "Poll instead of inotify (network filesystems).",
     "dry_run": "Detect and log only; write nothing, not even the history.",
-    "metrics_addr": "Serve Prometheus metrics on HOST:PORT (extra: metrics).",
+    "metrics_addr": "Serve Prometheus metrics on HOST:PORT.",
     "log_format": "console (a line per event, for people) or json (for machines).",
     "log_level": "Lowest level logged.",
     "source": "The config file healer reads.",
@@ -100,7 +102,7 @@ def _default(name: str, f: Field[Any]) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, tuple):
-        return ", ".join(value)
+        return ", ".join(value) if value else "unset"
     return str(value)
 
 

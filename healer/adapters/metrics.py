@@ -100,6 +100,73 @@ class _Collector:
         alerts.add_metric(["failed"], d.alerter.failed)
         alerts.add_metric(["dropped"], d.alerter.dropped)
         yield alerts
+        yield from _incident_families(d)
+        yield from _alert_families(d)
+
+
+def _incident_families(d: Daemon) -> Iterator[Any]:
+    """Incidents, their timings, action results and the health of healer's own inputs."""
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        SummaryMetricFamily,
+    )
+
+    engine = d.engine
+    yield CounterMetricFamily("healer_incidents_opened", "Incidents opened (stalls detected).",
+                              value=engine.counters["incidents_opened"])
+    yield SummaryMetricFamily(
+        "healer_detection_seconds", "Silence at detection, per incident opened (MTTD: sum/count).",
+        count_value=engine.counters["incidents_opened"], sum_value=engine.seconds["detection"],
+    )
+    yield SummaryMetricFamily(
+        "healer_recovery_seconds", "Detection to the agent's return, per recovered incident "
+        "(MTTR: sum/count).",
+        count_value=engine.counters["recoveries"], sum_value=engine.seconds["recovery"],
+    )
+    results = CounterMetricFamily(
+        "healer_action_results", "Actions by pipeline, action and whether they applied.",
+        labels=["pipeline", "action", "result"],
+    )
+    for (pipeline, action, ok), count in sorted(engine.results.items()):
+        results.add_metric([pipeline, action, "ok" if ok else "error"], count)
+    yield results
+    yield CounterMetricFamily("healer_event_queue_overflows",
+                              "Kernel event-queue overflows (each answered by a rescan).",
+                              value=d.overflows)
+    yield GaugeMetricFamily("healer_observer_up", "1 while the filesystem observer runs.",
+                            value=1 if d.watcher.alive() else 0)
+    yield GaugeMetricFamily("healer_history_paused",
+                            "1 while the durable history is paused after a failure.",
+                            value=1 if engine.history.paused else 0)
+    yield CounterMetricFamily("healer_history_failures",
+                              "History calls that failed (each pauses the history).",
+                              value=engine.history.failures)
+
+
+def _alert_families(d: Daemon) -> Iterator[Any]:
+    """Alert deliveries per target, and the Alertmanager re-sends."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    by_target = CounterMetricFamily(
+        "healer_alert_deliveries", "Alert deliveries, by target and outcome.",
+        labels=["target", "outcome"],
+    )
+    for target, sent, failed, dropped in d.alerter.deliveries():
+        by_target.add_metric([target, "sent"], sent)
+        by_target.add_metric([target, "failed"], failed)
+        by_target.add_metric([target, "dropped"], dropped)
+    yield by_target
+    refreshes = CounterMetricFamily(
+        "healer_alertmanager_refreshes", "Re-sends of the open alerts to Alertmanager.",
+        labels=["target", "outcome"],
+    )
+    for target, ok, failed in d.alerter.refreshes():
+        refreshes.add_metric([target, "ok"], ok)
+        refreshes.add_metric([target, "failed"], failed)
+    yield refreshes
+    yield GaugeMetricFamily("healer_alerts_pending", "Alerts queued or being delivered.",
+                            value=d.alerter.pending())
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -1,25 +1,38 @@
 """Reading a workspace without events: which agents exist, when each was last active (from
-mtimes), and its busy lease. Never follows a symlink, never opens anything but status.json."""
+mtimes), and its busy lease. Follows no symlink but an agent's status.json, and that one
+only to read it; never opens anything but status.json."""
 
 from __future__ import annotations
 
-import json
+import enum
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from healer.adapters.fsops import open_dirs
+from healer.adapters.statusfile import StatusRead, read_snapshot
 from healer.core.model import STATUS_FILE, is_own_temp_name
 from healer.core.statusdoc import parse_busy_until
+from healer.errors import ActionError
 
-__all__ = ["AgentFiles", "Scanner"]
+__all__ = ["AgentFiles", "Scanner", "StatusLink"]
 
 IsSelf = Callable[[str, os.stat_result], bool]
 # A devlogs tree deeper or larger than this is someone else's problem; the newest mtime
 # among what was read is still a lower bound, which can only make an agent look older.
 _MAX_ENTRIES = 20_000
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class StatusLink(enum.Enum):
+    """An agent's status.json that is a symlink, and what healer makes of it."""
+
+    # Pointing at a dashboard folder, say: the agent's writes land behind the link, so
+    # healer reads them (a stat for activity, the lease) and still never writes through it.
+    FOLLOWED = "status.json is a symlink: healer reads it, never writes it"
+    # Pointing into another agent's folder: its writes are that agent's, not this one's.
+    REFUSED = "status.json links to another agent: ignored, never written"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +42,7 @@ class AgentFiles:
     agent: str
     last_activity: float | None  # newest genuine mtime, None when there was none
     created: float  # the folder's own change time: the clock start of a new agent
+    status_link: StatusLink | None = None  # None: status.json is no symlink
 
 
 class Scanner:
@@ -70,22 +84,56 @@ class Scanner:
         if not stat.S_ISDIR(folder_st.st_mode):
             return None
         newest: float | None = None
-        for mtime in self._activity_mtimes(folder):
+        link: list[StatusLink] = []
+        for mtime in self._activity_mtimes(agent, folder, link):
             if newest is None or mtime > newest:
                 newest = mtime
         if newest is not None and newest > now:
             newest = now  # a clock skewed into the future counts as now
-        return AgentFiles(agent, newest, min(folder_st.st_mtime, now))
+        return AgentFiles(agent, newest, min(folder_st.st_mtime, now), link[0] if link else None)
 
-    def _activity_mtimes(self, folder: str) -> Iterator[float]:
-        status = f"{folder}/{STATUS_FILE}"
+    def status_link(self, agent: str) -> StatusLink | None:
+        """Whether the agent's status.json is a symlink healer reads through, or refuses."""
+        path = f"{self._root}/{agent}/{STATUS_FILE}"
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                return None
+        except OSError:
+            return None
+        real = os.path.realpath(path)
+        root = os.path.realpath(self._root) + os.sep
+        if real.startswith(root):
+            owner = real[len(root):].split(os.sep, 1)[0]
+            if owner != agent and self.is_agent(owner):
+                return StatusLink.REFUSED
+        return StatusLink.FOLLOWED
+
+    def _status_mtime(self, agent: str, status: str, link: list[StatusLink]) -> float | None:
         try:
             st = os.lstat(status)
         except OSError:
-            pass
-        else:
-            if not self.is_self(status, st):
-                yield st.st_mtime
+            return None
+        if not stat.S_ISLNK(st.st_mode):
+            return None if self.is_self(status, st) else st.st_mtime
+        # healer never makes a link, so the link's own mtime (made, re-pointed) is the agent's.
+        kind = self.status_link(agent) or StatusLink.FOLLOWED
+        link.append(kind)
+        if kind is not StatusLink.FOLLOWED:
+            return st.st_mtime
+        try:
+            # Read-only: the target's mtime is the agent's write through the link, and healer
+            # never writes there, so nothing of its own can be behind it.
+            target = os.stat(status)
+        except OSError:
+            return st.st_mtime  # dangling: only the link itself
+        return max(st.st_mtime, target.st_mtime) if stat.S_ISREG(target.st_mode) else st.st_mtime
+
+    def _activity_mtimes(
+        self, agent: str, folder: str, link: list[StatusLink]
+    ) -> Iterator[float]:
+        mtime = self._status_mtime(agent, f"{folder}/{STATUS_FILE}", link)
+        if mtime is not None:
+            yield mtime
         yield from self._tree(f"{folder}/devlogs", include_dirs=True, top=True)
         if self.inbox_mode == "any":
             # Not the inbox's own mtime: healer's rescue messages change it too, and a
@@ -128,34 +176,25 @@ class Scanner:
             except OSError:
                 continue
 
+    def read_status(self, agent: str) -> StatusRead | None:
+        """status.json as the writer's own reader sees it, read through a followed symlink;
+        None when the folder cannot be opened or the link is refused."""
+        follow = self.status_link(agent) is StatusLink.FOLLOWED
+        path = Path(self._root, agent, STATUS_FILE)
+        try:
+            with open_dirs(Path(self._root), [agent]) as dfd:
+                return read_snapshot(dfd, agent, path, self.max_status_bytes, follow=follow)
+        except ActionError:  # also UnsafePathError: a link that appeared since the check
+            return None
+
     def lease(self, agent: str, max_lease: float, written_at: float) -> float | None:
         """End of the agent's busy lease, capped at `max_lease` after `written_at`, the agent's
         last genuine activity (the lease's own write is one). healer's own later rewrites of
         status.json must not stretch the cap, so the file's mtime is not used."""
-        path = self.root / agent / STATUS_FILE
-        try:
-            fd = os.open(path, _READ_FLAGS)
-        except OSError:
+        read = self.read_status(agent)
+        if read is None or read.doc is None:
             return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_status_bytes:
-                return None
-            # Sized by the file, not the limit: a huge limit must not allocate a huge buffer.
-            data = os.read(fd, min(self.max_status_bytes, max(st.st_size, 1 << 16)) + 1)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        if b"busy_until" not in data:
-            return None
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return None
-        if not isinstance(doc, dict):
-            return None
-        until = parse_busy_until(doc)
+        until = parse_busy_until(read.doc)
         if until is None:
             return None
         return min(until, written_at + max_lease)

@@ -1,9 +1,11 @@
-"""Reading one agent's status.json through a directory fd: bounded, no-follow, and honest
-about bad content (a result, never an exception); plus the JSON encoding healer writes.
+"""The one reader of an agent's status.json, for the writer and the scanner alike: through a
+directory fd, bounded, no-follow unless asked, honest about bad content (a result, never an
+exception), and aware of the text form the agent wrote, which healer writes back.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import json
 import os
@@ -14,16 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from healer.adapters import jsontext
 from healer.adapters.fsops import Identity, identity_of, read_all
+from healer.adapters.jsontext import UTF8, TextForm
 from healer.core.model import STATUS_FILE
 from healer.errors import ActionError, UnsafePathError
 
-__all__ = ["StatusRead", "encode", "read_snapshot", "salvage", "still_same"]
+__all__ = [
+    "ReadKind",
+    "StatusRead",
+    "TextForm",
+    "encode",
+    "find_copy",
+    "read_snapshot",
+    "salvage",
+    "still_same",
+]
 
 Doc = dict[str, Any]
 
 # O_NONBLOCK: a FIFO planted as status.json must not hang the daemon on open().
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LINKED_FLAGS = _READ_FLAGS & ~os.O_NOFOLLOW
 _SALVAGED = ("agent_name", "current_mission")
 # json.loads accepts nesting about a thousand deep, but copying, comparing and encoding
 # such a document recurse in Python and overflow the stack long before; no status.json
@@ -31,18 +45,32 @@ _SALVAGED = ("agent_name", "current_mission")
 MAX_DEPTH = 100
 
 
+class ReadKind(enum.StrEnum):
+    """What one read of status.json found."""
+
+    OK = "ok"
+    MISSING = "missing"
+    TOO_LARGE = "too_large"
+    INVALID = "invalid"  # read, but not a JSON object healer can parse
+    NOT_REGULAR = "not_regular"
+    IO = "io"
+
+
 @dataclass(frozen=True)
 class StatusRead:
-    """One read of status.json. `kind`: ok, missing, too_large, invalid, not_regular, io."""
+    """One read of status.json; `form` is how its text was written (None if not text),
+    `linked` whether it was read through a symlink (only ever for reading)."""
 
     agent: str
     path: Path
-    kind: str
+    kind: ReadKind
     doc: Doc | None = None
     error: str | None = None
     raw: bytes | None = None
     identity: Identity | None = None
     stat: os.stat_result | None = None
+    form: TextForm | None = None
+    linked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -53,18 +81,20 @@ class StatusRead:
         return self.identity is not None
 
 
-def _parse(data: bytes) -> tuple[Doc | None, str | None]:
+def _parse(data: bytes) -> tuple[Doc | None, TextForm | None, str | None]:
     try:
-        doc = json.loads(data.decode("utf-8"))
+        text, form = jsontext.decode(data)
     except UnicodeDecodeError as exc:
-        return None, f"not UTF-8: {exc}"
+        return None, None, f"not {exc.encoding.upper()} text: {exc.reason} at byte {exc.start}"
+    try:
+        doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        return None, f"invalid JSON: {exc}"
+        return None, form, f"invalid JSON: {exc}"
     if not isinstance(doc, dict):
-        return None, f"not a JSON object but {type(doc).__name__}"
+        return None, form, f"not a JSON object but {type(doc).__name__}"
     if _too_deep(doc, MAX_DEPTH):
-        return None, f"nested more than {MAX_DEPTH} levels deep"
-    return doc, None
+        return None, form, f"nested more than {MAX_DEPTH} levels deep"
+    return doc, form, None
 
 
 def _too_deep(doc: Any, limit: int) -> bool:
@@ -81,42 +111,58 @@ def _too_deep(doc: Any, limit: int) -> bool:
     return False
 
 
-def read_snapshot(dfd: int, agent: str, path: Path, max_bytes: int) -> StatusRead:
-    """status.json in the agent folder open as `dfd`; a symlink there is UnsafePathError."""
+def _open(dfd: int, path: Path, follow: bool) -> tuple[int, bool]:
+    """An fd of status.json and whether it came through a symlink (only when `follow`)."""
+    try:
+        return os.open(STATUS_FILE, _READ_FLAGS, dir_fd=dfd), False
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        if not follow:
+            raise UnsafePathError(f"{path} is a symlink; refusing it") from exc
+    return os.open(STATUS_FILE, _LINKED_FLAGS, dir_fd=dfd), True
 
-    def result(kind: str, error: str | None = None, **kw: Any) -> StatusRead:
-        return StatusRead(agent, path, kind, error=error, **kw)
 
+def read_snapshot(
+    dfd: int, agent: str, path: Path, max_bytes: int, *, follow: bool = False
+) -> StatusRead:
+    """status.json in the agent folder open as `dfd`. A symlink there is UnsafePathError,
+    unless `follow`: then it is read through, for a reader that will never write it."""
+
+    def result(kind: ReadKind, error: str | None = None, **kw: Any) -> StatusRead:
+        return StatusRead(agent, path, kind, error=error, linked=linked, **kw)
+
+    linked = False
     for _ in range(3):
         try:
-            fd = os.open(STATUS_FILE, _READ_FLAGS, dir_fd=dfd)
+            fd, linked = _open(dfd, path, follow)
         except FileNotFoundError:
-            return result("missing", "no status.json")
+            return result(ReadKind.MISSING, "no status.json")
+        except UnsafePathError:
+            raise
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnsafePathError(f"{path} is a symlink; refusing it") from exc
-            return result("io", exc.strerror)
+            return result(ReadKind.IO, exc.strerror)
         try:
             st = os.fstat(fd)
             ident = identity_of(st)
             if not stat.S_ISREG(st.st_mode):
-                return result("not_regular", "not a regular file", identity=ident, stat=st)
+                return result(ReadKind.NOT_REGULAR, "not a regular file", identity=ident, stat=st)
             if st.st_size > max_bytes:
                 too_big = f"{st.st_size} bytes > max_status_bytes"
-                return result("too_large", too_big, identity=ident, stat=st)
+                return result(ReadKind.TOO_LARGE, too_big, identity=ident, stat=st)
             data = read_all(fd, max_bytes)
             settled = identity_of(os.fstat(fd)) == ident
         except OSError as exc:
-            return result("io", exc.strerror)
+            return result(ReadKind.IO, exc.strerror)
         finally:
             os.close(fd)
         if settled:
             break  # else an in-place writer was mid-write: read again
     if len(data) > max_bytes:
-        return result("too_large", "grew past max_status_bytes", identity=ident, stat=st)
-    doc, error = _parse(data)
-    kind = "ok" if doc is not None else "invalid"
-    return result(kind, error, doc=doc, raw=data, identity=ident, stat=st)
+        return result(ReadKind.TOO_LARGE, "grew past max_status_bytes", identity=ident, stat=st)
+    doc, form, error = _parse(data)
+    kind = ReadKind.OK if doc is not None else ReadKind.INVALID
+    return result(kind, error, doc=doc, raw=data, identity=ident, stat=st, form=form)
 
 
 def still_same(dfd: int, name: str, snap: StatusRead, max_bytes: int) -> bool:
@@ -136,23 +182,40 @@ def still_same(dfd: int, name: str, snap: StatusRead, max_bytes: int) -> bool:
         os.close(fd)
 
 
-def encode(doc: Doc) -> bytes:
-    """The bytes healer writes for `doc`: UTF-8 JSON, two-space indent, final newline."""
+def find_copy(dfd: int, prefix: str, data: bytes) -> str | None:
+    """The name of a regular file in `dfd` starting with `prefix` and holding exactly `data`."""
+    for name in sorted(os.listdir(dfd)):
+        if not name.startswith(prefix):
+            continue
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size == len(data) and (
+                read_all(fd, len(data)) == data
+            ):
+                return name
+        finally:
+            os.close(fd)
+    return None
+
+
+def encode(doc: Doc, form: TextForm = UTF8) -> bytes:
+    """The bytes healer writes for `doc`: JSON, two-space indent, final newline, in `form`
+    (the codec, byte order mark and line ends the agent's file came in)."""
     try:
-        text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+        return jsontext.dump(doc, form)
     except (TypeError, ValueError) as exc:
         raise ActionError(f"status transform produced unserialisable data: {exc}") from exc
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Lone surrogates survive json.loads; only \u escapes can write them back.
-        return (json.dumps(doc, ensure_ascii=True, indent=2) + "\n").encode("ascii")
 
 
 def salvage(agent: str, raw: bytes | None) -> Doc:
     """What a broken status.json still tells reliably: the folder's name, a few strings."""
     doc: Doc = {"agent_id": agent}
-    text = (raw or b"").decode("utf-8", errors="replace")
+    data = raw or b""
+    text = data.decode(jsontext.detect(data).codec, errors="replace")
     for key in _SALVAGED:
         m = re.search(rf'"{re.escape(key)}"\s*:\s*("(?:[^"\\\n]|\\.)*")', text)
         if m:

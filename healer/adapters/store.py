@@ -1,4 +1,5 @@
-"""Durable history in SQLite (WAL): incidents, actions, healer's own writes, last activity.
+"""Durable history in SQLite (WAL): incidents, actions, healer's own writes, last activity,
+and the tasks healer reassigned.
 
 The daemon writes from its main thread only; the CLI reads through `open_readonly` meanwhile.
 """
@@ -12,6 +13,8 @@ from typing import Any, Final
 
 import structlog
 
+from healer.adapters.fsops import Identity
+from healer.adapters.store_report import history_stats
 from healer.adapters.store_sqlite import (
     ACTION_OUTCOMES,
     INCIDENT_COLUMNS,
@@ -24,7 +27,6 @@ from healer.adapters.store_sqlite import (
 )
 from healer.clock import Clock, SystemClock
 from healer.core.model import Pipeline, Stage
-from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
 from healer.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "AgentRow", "IncidentRow", "Store"]
@@ -301,46 +303,36 @@ class Store:
             for agent in sorted(activities.keys() | incidents.keys())
         ]
 
+    # -- what healer handed to whom ----------------------------------------------------------
+
+    def record_reassignment(
+        self, *, ts: float, from_agent: str, to_agent: str, tasks: int, to_status: Identity | None
+    ) -> None:
+        """`tasks` tasks sent to `to_agent`, whose status.json was `to_status` (ino, mtime_ns,
+        size) when they were sent: they count as its load until that file changes."""
+        ino, mtime_ns, size = to_status if to_status is not None else (None, None, None)
+        with self._db.write(f"record a reassignment to {to_agent}") as db:
+            db.execute(
+                "INSERT INTO reassignments (ts, from_agent, to_agent, tasks, to_ino,"
+                " to_mtime_ns, to_size) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ts, from_agent, to_agent, tasks, ino, mtime_ns, size),
+            )
+
+    def tasks_sent(self, to_agent: str, to_status: Identity) -> int:
+        """Tasks healer sent `to_agent` while its status.json was still `to_status`."""
+        with self._db.guard(f"read the tasks sent to {to_agent}"):
+            (total,) = self._db.conn.execute(
+                "SELECT SUM(tasks) FROM reassignments WHERE to_agent = ? AND to_ino = ?"
+                " AND to_mtime_ns = ? AND to_size = ?",
+                (to_agent, *to_status),
+            ).fetchone()
+        return int(total or 0)
+
     # -- reporting and retention --------------------------------------------------------------
 
     def stats(self, recent: int = 20) -> dict[str, Any]:
         """The SPEC §9 report; definitions in docs/STATE.md and healer.core.stats."""
-        with self._db.snapshot("compute stats") as db:
-            tallies = {
-                str(agent): Tally(int(total), int(ok or 0), int(ko or 0))
-                for agent, total, ok, ko in db.execute(
-                    "SELECT agent, COUNT(*), SUM(outcome = 'success'), SUM(outcome = 'failed')"
-                    " FROM actions WHERE pipeline = 'healing' GROUP BY agent"
-                )
-            }
-            (recovery,) = db.execute(
-                "SELECT COUNT(*) FROM actions WHERE pipeline = 'recovery'"
-            ).fetchone()
-            opened, recovered, resolved, escalated, mttd, mttr = db.execute(
-                "SELECT SUM(closed_at IS NULL), SUM(outcome = 'recovered'),"
-                " SUM(outcome = 'resolved'), SUM(escalated_at IS NOT NULL),"
-                " AVG(detected_at - silence_started_at),"
-                " AVG(CASE WHEN outcome = 'recovered' THEN closed_at - detected_at END)"
-                " FROM incidents"
-            ).fetchone()
-            latest = [
-                RecentAction(float(ts), str(agent), str(pipe), str(act), int(attempt), outcome)
-                for ts, agent, pipe, act, attempt, outcome in db.execute(
-                    "SELECT ts, agent, pipeline, action, attempt, outcome FROM actions"
-                    " ORDER BY ts DESC, id DESC LIMIT ?",
-                    (max(recent, 0),),
-                )
-            ]
-        return summarize(
-            by_agent=tallies,
-            recovery_actions=int(recovery),
-            incidents=IncidentCounts(
-                int(opened or 0), int(recovered or 0), int(resolved or 0), int(escalated or 0)
-            ),
-            mttd_seconds=mttd,
-            mttr_seconds=mttr,
-            recent=latest,
-        )
+        return history_stats(self._db, recent)
 
     def prune(self, older_than: float, *, batch: int = PRUNE_BATCH) -> int:
         """Delete incidents closed before `older_than` with their actions, and own-write records
@@ -363,6 +355,7 @@ class Store:
                 break
         for table, where in (
             ("actions", "incident_id IS NULL AND ts < ?"),
+            ("reassignments", "ts < ?"),
             # A status.json healer wrote last stays recorded however old (one row per
             # agent): forgetting it would let a restart take healer's write for the agent's.
             ("self_writes", "ts < ? AND path NOT LIKE '%/status.json'"),

@@ -79,8 +79,22 @@ def _v2(db: sqlite3.Connection) -> None:
     )
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    # The tasks healer itself sent each agent: its status.json shows them only once the agent
+    # takes them up, and a reassignment picking by that file alone sends everything to one.
+    # `to_*` is the identity of the receiver's status.json at the time.
+    db.execute(
+        """CREATE TABLE reassignments (
+            id INTEGER PRIMARY KEY, ts REAL NOT NULL, from_agent TEXT NOT NULL,
+            to_agent TEXT NOT NULL, tasks INTEGER NOT NULL CHECK (tasks > 0),
+            to_ino INTEGER, to_mtime_ns INTEGER, to_size INTEGER)"""
+    )
+    db.execute("CREATE INDEX reassignments_to ON reassignments(to_agent, to_ino)")
+    db.execute("CREATE INDEX reassignments_ts ON reassignments(ts)")
+
+
 # Migration k (1-based) takes the schema from version k-1 to k. Append, never edit.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1, _v2)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1, _v2, _v3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 INCIDENT_COLUMNS: Final = (

@@ -1,5 +1,5 @@
 """The only way healer writes into a workspace: atomic, inside the root, never through a
-symlink, never over an agent's newer write. Also the ledger of healer's own writes.
+symlink, never over an agent's newer write; each write noted in the ledger of healer's own.
 """
 
 from __future__ import annotations
@@ -7,14 +7,13 @@ from __future__ import annotations
 import copy
 import os
 import stat
-import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -30,7 +29,16 @@ from healer.adapters.fsops import (
     unlink_quiet,
     write_temp,
 )
-from healer.adapters.statusfile import StatusRead, encode, read_snapshot, salvage, still_same
+from healer.adapters.jsontext import UTF8
+from healer.adapters.ledger import SelfWriteLedger
+from healer.adapters.statusfile import (
+    StatusRead,
+    encode,
+    find_copy,
+    read_snapshot,
+    salvage,
+    still_same,
+)
 from healer.clock import Clock, SystemClock
 from healer.core.model import ESCALATION_MARKER, STATUS_FILE, is_own_temp_name
 from healer.errors import ActionError, UnsafePathError, WriteConflictError
@@ -52,68 +60,6 @@ Doc = dict[str, Any]
 def _utf8(text: str) -> bytes:
     # Message text quotes status.json, where JSON escapes can carry lone surrogates.
     return text.encode("utf-8", "backslashreplace")
-
-
-class SelfWriteLedger:
-    """Which file versions healer itself put on disk, so they never count as activity."""
-
-    is_own_temp_name = staticmethod(is_own_temp_name)
-
-    def __init__(self, on_note: Callable[[str, Identity | None], None] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, Identity] = {}
-        self.on_note = on_note
-
-    @staticmethod
-    def key(path: str | os.PathLike[str]) -> str:
-        # No resolve(): following links here would let a symlink alias a healer write.
-        if (isinstance(path, str) and path[:1] == "/" and path[-1:] != "/"
-                and "/." not in path and "//" not in path):
-            return path  # already absolute and normal: the scanner's hot path skips the work
-        return os.path.normpath(os.path.abspath(os.fspath(path)))
-
-    def note(self, path: str | os.PathLike[str], st: os.stat_result) -> None:
-        self._set(self.key(path), identity_of(st))
-
-    def forget(self, path: str | os.PathLike[str]) -> None:
-        self._set(self.key(path), None)
-
-    def put(self, path: str | os.PathLike[str], ident: Identity | None) -> None:
-        """Set (or with None, drop) the entry directly, e.g. to roll back a failed write."""
-        self._set(self.key(path), ident)
-
-    def get(self, path: str | os.PathLike[str]) -> Identity | None:
-        with self._lock:
-            return self._entries.get(self.key(path))
-
-    def is_self(self, path: str | os.PathLike[str], st: os.stat_result) -> bool:
-        """True when the file on disk is exactly the version healer last wrote there."""
-        if not self._entries:
-            return False
-        with self._lock:
-            return self._entries.get(self.key(path)) == identity_of(st)
-
-    def entries(self) -> dict[str, Identity]:
-        with self._lock:
-            return dict(self._entries)
-
-    def load(self, entries: Mapping[str, Sequence[int]]) -> None:
-        loaded = {
-            self.key(p): (int(v[0]), int(v[1]), int(v[2]))
-            for p, v in entries.items()
-            if len(v) == 3
-        }
-        with self._lock:
-            self._entries.update(loaded)
-
-    def _set(self, key: str, ident: Identity | None) -> None:
-        with self._lock:
-            if ident is None:
-                self._entries.pop(key, None)
-            else:
-                self._entries[key] = ident
-        if self.on_note is not None:
-            self.on_note(key, ident)
 
 
 @dataclass(frozen=True)
@@ -169,7 +115,13 @@ class SafeWriter:
     def update_status(
         self, agent: str, transform: Callable[[Doc], Doc], *, backup: bool = False
     ) -> WriteResult:
-        """Apply `transform` to status.json atomically, re-reading while the agent rewrites it."""
+        """Apply `transform` to status.json atomically, re-reading while the agent rewrites it;
+        written back in the text form (codec, byte order mark, line ends) it came in.
+
+        A file healer cannot parse is backed up and left as the agent wrote it (ActionError),
+        unless `backup`: a caller that keeps the old file beside it (reset_status) replaces
+        the document anyway, from what `salvage` recovers of it.
+        """
         path = self.root / agent / STATUS_FILE
         alog = log.bind(agent=agent)
         with self._dir(agent, ()) as dfd:
@@ -180,11 +132,13 @@ class SafeWriter:
                     raise ActionError(f"not updating {path}: {snap.error}")
                 if snap.kind == "invalid":
                     alog.warning("status_unparseable", path=str(path), error=snap.error)
+                    if not backup:
+                        self._refuse_unreadable(dfd, agent, snap, alog)
                 base = snap.doc if snap.doc is not None else salvage(agent, snap.raw)
                 new = transform(copy.deepcopy(base))
                 if not isinstance(new, dict):
                     raise ActionError(f"status transform returned {type(new).__name__}")
-                data = encode(new)
+                data = encode(new, snap.form or UTF8)
                 if self.dry_run:
                     return WriteResult(path, new, attempt, dry_run=True)
                 bak = None
@@ -406,8 +360,24 @@ class SafeWriter:
             unlink_quiet(dfd, tmp)
             raise
 
+    def _refuse_unreadable(self, dfd: int, agent: str, snap: StatusRead, alog: Any) -> NoReturn:
+        """Back up a file healer cannot parse and raise: rewriting it from a salvage would
+        drop every field the parser could not see."""
+        path = self.root / agent / STATUS_FILE
+        kept = "left as the agent wrote it"
+        if not self.dry_run:
+            with oserrors(path):
+                bak = self._backup(dfd, agent, snap)
+            alog.info("status_backed_up", path=str(path), backup=str(bak))
+            kept = f"backed up as {bak.name} and {kept}"
+        raise ActionError(f"{path} cannot be parsed ({snap.error}); {kept}")
+
     def _backup(self, dfd: int, agent: str, snap: StatusRead) -> Path:
-        """A byte-exact copy `status.json.bak.<UTC stamp>[_n]` of the version `snap` read."""
+        """A byte-exact copy `status.json.bak.<UTC stamp>[_n]` of the version `snap` read,
+        or the backup already holding those bytes: each rung must not add another copy."""
+        same = find_copy(dfd, f"{STATUS_FILE}.bak.", snap.raw or b"")
+        if same is not None:
+            return self.root / agent / same
         stamp = datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{STATUS_FILE}.bak.{stamp}"
         tmp, st = self._temp(dfd, STATUS_FILE, snap.raw or b"", snap.stat)

@@ -1,19 +1,25 @@
 """The standard recovery pipeline (SPEC §4): a rescue message and the reassignment of the
-stalled agent's open tasks to the least-loaded active agent."""
+stalled agent's open tasks to the least-loaded active agent, its load counting what healer
+itself already sent it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+import structlog
+
+from healer.adapters.fsops import Identity
 from healer.adapters.writer import SafeWriter
 from healer.clock import iso
 from healer.core import statusdoc
-from healer.errors import ActionError
+from healer.errors import ActionError, StoreError
 from healer.pipelines.healing import ADVICE, ActionOutcome, Context, drop_rescue
 from healer.pipelines.messages import reassignment_message
 
-__all__ = ["MAX_CANDIDATES", "reassign_tasks", "rescue"]
+__all__ = ["MAX_CANDIDATES", "SentTasks", "reassign_tasks", "rescue"]
+
+log = structlog.get_logger()
 
 # Reading every agent's status.json to find the least loaded one would cost a read per
 # agent per reassignment at 10,000 agents; the most recently active few are the ones
@@ -29,8 +35,35 @@ def rescue(writer: SafeWriter, ctx: Context) -> ActionOutcome:
     return ActionOutcome("rescue_message", True, None, {"rescue": name})
 
 
-def _least_loaded(writer: SafeWriter, candidates: Sequence[str]) -> str | None:
+class SentTasks(Protocol):
+    """The tasks healer itself handed each agent, kept in the history (the Store, or the
+    engine's History that pauses a failing one)."""
+
+    def tasks_sent(self, to_agent: str, to_status: Identity) -> int: ...
+
+    def record_reassignment(
+        self, *, ts: float, from_agent: str, to_agent: str, tasks: int, to_status: Identity | None
+    ) -> None: ...
+
+
+def _sent_to(sent: SentTasks | None, agent: str, status: Identity | None) -> int:
+    if sent is None or status is None:
+        return 0
+    try:
+        return sent.tasks_sent(agent, status)
+    except StoreError as exc:
+        # The history is bookkeeping: without it the pick falls back to the files alone.
+        log.warning("reassign_load_unknown", agent=agent, error=str(exc))
+        return 0
+
+
+def _least_loaded(
+    writer: SafeWriter, candidates: Sequence[str], sent: SentTasks | None
+) -> tuple[str, Identity | None] | None:
+    """The candidate holding the fewest tasks: the open ones in its status.json, plus those
+    healer sent it since that file last changed (the agent has not taken them up in it)."""
     best: tuple[int, int, str] | None = None
+    status: dict[str, Identity | None] = {}
     for rank, agent in enumerate(candidates[:MAX_CANDIDATES]):
         try:
             read = writer.read_status(agent)
@@ -38,19 +71,23 @@ def _least_loaded(writer: SafeWriter, candidates: Sequence[str]) -> str | None:
             continue
         if read.doc is None:
             continue
-        key = (statusdoc.task_count(read.doc), rank, agent)
+        status[agent] = read.identity
+        load = statusdoc.task_count(read.doc) + _sent_to(sent, agent, read.identity)
+        key = (load, rank, agent)
         if best is None or key < best:
             best = key
-    return best[2] if best else None
+    return (best[2], status[best[2]]) if best else None
 
 
 def reassign_tasks(
-    writer: SafeWriter, ctx: Context, candidates: Sequence[str]
+    writer: SafeWriter, ctx: Context, candidates: Sequence[str], sent: SentTasks | None = None
 ) -> ActionOutcome:
-    """Hand the open tasks to the active agent with the fewest `current_tasks`.
+    """Hand the open tasks to the least-loaded active agent (see `_least_loaded`); without
+    `sent`, only the files say who holds what, and one agent may receive everything.
 
     The message reaches the new owner before the move is recorded in the stalled agent's
-    file, so a crash in between duplicates a task rather than losing it.
+    file, so a crash in between duplicates a task rather than losing it. A readable file
+    with no open task is `ok` with `tasks: 0`: nothing was left to hand on.
     """
     try:
         read = writer.read_status(ctx.agent)
@@ -59,9 +96,10 @@ def reassign_tasks(
         tasks = statusdoc.open_tasks(read.doc)
         if not tasks:
             return ActionOutcome("reassign_tasks", True, None, {"tasks": 0})
-        target = _least_loaded(writer, [c for c in candidates if c != ctx.agent])
-        if target is None:
+        picked = _least_loaded(writer, [c for c in candidates if c != ctx.agent], sent)
+        if picked is None:
             raise ActionError("no active agent to take the tasks")
+        target, target_status = picked
         text = reassignment_message(target, ctx.agent, tasks, iso(ctx.now))
         moment = iso(ctx.now)
         stamp = moment.replace("-", "").replace(":", "")[:15]
@@ -72,6 +110,14 @@ def reassign_tasks(
             text,
         )
         moved = list(tasks)
+        if sent is not None and not writer.dry_run:
+            try:
+                sent.record_reassignment(
+                    ts=ctx.now, from_agent=ctx.agent, to_agent=target, tasks=len(moved),
+                    to_status=target_status,
+                )
+            except StoreError as exc:
+                log.warning("reassignment_not_recorded", agent=ctx.agent, error=str(exc))
 
         def record(doc: dict[str, Any]) -> dict[str, Any]:
             return statusdoc.record_reassigned(doc, moved, target, moment)

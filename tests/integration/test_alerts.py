@@ -1,4 +1,5 @@
-"""Alert delivery against a real HTTP server on 127.0.0.1: payloads, retries, secrecy, shutdown."""
+"""Alert delivery against a real HTTP server on 127.0.0.1: payloads, retries, secrecy, shutdown,
+one worker per target, and the Alertmanager target's posts and re-sends."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,21 +26,32 @@ class Hook:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.arrived: list[tuple[str, float]] = []  # (path, time.monotonic())
         self.script: list[Any] = []
+        self.hang_paths: set[str] = set()  # every POST to these hangs
         self.release = threading.Event()
         self._lock = threading.Lock()
 
-    def take(self, path: str, body: bytes) -> Any:
+    def take(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> Any:
         with self._lock:
             self.requests.append((path, json.loads(body)))
+            self.headers.append(headers or {})
+            self.arrived.append((path, time.monotonic()))
+            if path in self.hang_paths:
+                return "hang"
             return self.script.pop(0) if self.script else (200, {})
+
+    def bodies(self, path: str) -> list[Any]:
+        with self._lock:
+            return [body for p, body in self.requests if p == path]
 
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         hook: Hook = self.server.hook  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        action = hook.take(self.path, body)
+        action = hook.take(self.path, body, dict(self.headers.items()))
         if action == "hang":
             hook.release.wait(5.0)
             return
@@ -105,7 +118,7 @@ class TestAlerter:
         assert (alerter.sent, alerter.failed, alerter.dropped) == (1, 0, 0)
 
     def test_discord_url_comes_from_env_and_gets_one_readable_line(self, hook, logs):
-        """from_env reads HEALER_DISCORD_WEBHOOK; Discord gets {"content": one line}."""
+        """from_env reads HEALER_DISCORD_WEBHOOK; Discord gets one line that pings no one."""
         server, base = hook
         alerter = Alerter.from_env(
             f"{base}/generic", environ={"HEALER_DISCORD_WEBHOOK": f"{base}/discord"}, **FAST)
@@ -114,7 +127,8 @@ class TestAlerter:
         wait_for(lambda: len(sent_events(logs)) == 2)
         alerter.close()
         by_path = dict(server.requests)
-        assert set(by_path["/discord"]) == {"content"}
+        assert set(by_path["/discord"]) == {"content", "allowed_mentions"}
+        assert by_path["/discord"]["allowed_mentions"] == {"parse": []}
         content = by_path["/discord"]["content"]
         assert "Agent-7" in content and "escalated" in content and "attempts=3" in content
         assert "\n" not in content
@@ -259,8 +273,135 @@ class TestAlerter:
         assert alerter.dropped == 1
 
     def test_an_unknown_transition_is_rejected_without_raising(self, logs):
-        """Only stalled, escalated and recovered are alerts."""
+        """Only the transitions of healer.adapters.delivery.Transition are alerts."""
         alerter = Alerter(None, None, **FAST)
         alerter.send("Agent-1", "exploded", {})
         alerter.close()
         assert [e["event"] for e in logs] == ["alert_rejected"]
+
+
+class TestTargetsApart:
+    def test_a_hanging_target_does_not_delay_a_healthy_one(self, hook, logs):
+        """Discord hangs for its whole timeout on every try; the webhook's alert arrives at
+        once, not after Discord's retries."""
+        server, base = hook
+        server.hang_paths = {"/discord"}
+        alerter = Alerter(f"{base}/discord", f"{base}/hook", timeout=2.0, max_tries=3,
+                          backoff=0.01)
+        started = time.monotonic()
+        alerter.send("Agent-1", "stalled", {})
+        alerter.send("Agent-2", "stalled", {})
+        wait_for(lambda: len(server.bodies("/hook")) == 2)
+        arrived = [t for path, t in server.arrived if path == "/hook"]
+        assert max(arrived) - started < 1.0  # one Discord try alone takes 2 s
+        assert [b["agent"] for b in server.bodies("/hook")] == ["Agent-1", "Agent-2"]
+        assert len(server.bodies("/discord")) == 1  # still in its first try
+        ok = [e for e in sent_events(logs) if e["target"] == "webhook"]
+        assert [e["ok"] for e in ok] == [True, True]
+        alerter.close(timeout=0.2)
+        assert alerter.dropped == 2  # Discord's two, abandoned at close
+        assert [e["targets"] for e in logs if e["event"] == "alerts_abandoned"] == [["discord"]]
+
+    def test_discord_never_pings_whatever_the_folder_is_called(self, hook, logs):
+        """`Agent-@everyone` reaches Discord as text with allowed_mentions parse []."""
+        server, base = hook
+        alerter = Alerter(f"{base}/discord", None, **FAST)
+        alerter.send("Agent-@everyone", "escalated", {"note": "<@&123> @here"})
+        wait_for(lambda: len(sent_events(logs)) == 1)
+        alerter.close()
+        [body] = server.bodies("/discord")
+        assert body["allowed_mentions"] == {"parse": []}
+        assert "Agent-@everyone" in body["content"]
+
+    def test_chat_and_webhook_hear_only_the_human_transitions(self, hook, logs):
+        """waiting_over, flapping_over and resolved end Alertmanager alerts; no message."""
+        server, base = hook
+        alerter = Alerter(None, f"{base}/hook", **FAST)
+        for transition in ("waiting", "waiting_over", "flapping", "flapping_over", "resolved",
+                           "swarm_outage", "swarm_recovered"):
+            alerter.send("Agent-1", transition, {})
+        alerter.close()
+        assert [b["transition"] for b in server.bodies("/hook")] == [
+            "waiting", "flapping", "swarm_outage", "swarm_recovered"]
+
+
+AM_PATH = "/api/v2/alerts"
+
+
+def am_posts(server: Hook) -> list[dict[str, Any]]:
+    """Every alert posted to the Alertmanager endpoint, in order."""
+    return [alert for body in server.bodies(AM_PATH) for alert in body]
+
+
+class TestAlertmanagerTarget:
+    def test_a_stall_is_posted_as_one_alertmanager_alert(self, hook, logs):
+        server, base = hook
+        alerter = Alerter(alertmanager_urls=[base], host="agents-1", swarm="ws",
+                          workspaces=Path("/srv/ws"), **FAST)
+        assert alerter.targets == ("alertmanager",)
+        alerter.send("Agent-3", "stalled", {"silent_for": 300.0, "pipeline": "recovery"})
+        wait_for(lambda: len(sent_events(logs)) == 1)
+        alerter.close()
+        [posted] = am_posts(server)
+        assert posted["labels"] == {"alertname": "AgentStalled", "agent": "Agent-3",
+                                    "host": "agents-1", "swarm": "ws", "severity": "warning"}
+        assert posted["annotations"]["agent_dir"] == "/srv/ws/Agent-3"
+        [event] = sent_events(logs)
+        assert (event["target"], event["transition"], event["ok"]) == (
+            "alertmanager", "stalled", True)
+        assert server.headers[0]["Content-Type"] == "application/json"
+
+    def test_the_open_alert_is_re_sent_before_it_would_end(self, hook, logs):
+        """With a TTL of 0.6 s the worker re-sends every 0.2 s, each time a later endsAt."""
+        server, base = hook
+        alerter = Alerter(alertmanager_urls=[base], alertmanager_ttl=0.6, **FAST)
+        alerter.send("Agent-1", "stalled", {})
+        wait_for(lambda: len(am_posts(server)) >= 4)
+        alerter.send("Agent-1", "recovered", {})
+        wait_for(lambda: len(sent_events(logs)) == 2)
+        alerter.close()
+        posted = am_posts(server)
+        ends = [a["endsAt"] for a in posted]
+        assert ends[:4] == sorted(ends[:4]) and len(set(ends[:4])) == 4
+        assert {a["startsAt"] for a in posted} == {posted[0]["startsAt"]}
+        assert [e["transition"] for e in sent_events(logs)] == ["stalled", "recovered"]
+        refreshed = [e for e in logs if e["event"] == "alerts_refreshed"]
+        assert len(refreshed) >= 3 and all(e["ok"] for e in refreshed)
+        count = len(posted)
+        time.sleep(0.5)  # an ended incident is re-sent no more
+        assert len(am_posts(server)) == count
+
+    def test_credentials_in_the_url_become_a_basic_header_and_stay_secret(self, hook, logs):
+        server, base = hook
+        url = base.replace("http://", f"http://healer:{SECRET}@")
+        alerter = Alerter(alertmanager_urls=[url], **FAST)
+        alerter.send("Agent-1", "escalated", {"attempts": 3})
+        wait_for(lambda: len(sent_events(logs)) == 1)
+        alerter.close()
+        assert server.headers[0]["Authorization"].startswith("Basic ")
+        assert [p for p, _ in server.requests] == [AM_PATH]
+        assert SECRET not in repr(logs)
+
+    def test_one_dead_member_of_a_pair_does_not_delay_the_other(self, hook, logs):
+        """An HA pair: each URL has its own worker; the refused one fails alone."""
+        server, base = hook
+        alerter = Alerter(alertmanager_urls=["http://127.0.0.1:9", base], **FAST)
+        assert alerter.targets == ("alertmanager-1", "alertmanager-2")
+        alerter.send("Agent-1", "stalled", {})
+        wait_for(lambda: len(sent_events(logs)) == 2, timeout=5.0)
+        alerter.close()
+        outcome = {e["target"]: e["ok"] for e in sent_events(logs)}
+        assert outcome == {"alertmanager-1": False, "alertmanager-2": True}
+        assert [a["labels"]["agent"] for a in am_posts(server)] == ["Agent-1"]
+        assert (alerter.sent, alerter.failed) == (1, 1)
+
+    def test_restore_re_opens_without_telling_the_chat(self, hook, logs):
+        """A restarted healer re-opens a carried incident's alert in Alertmanager only."""
+        server, base = hook
+        alerter = Alerter(None, f"{base}/hook", alertmanager_urls=[base], **FAST)
+        alerter.restore("Agent-2", "escalated", {"attempts": 3})
+        wait_for(lambda: len(sent_events(logs)) == 1)
+        alerter.close()
+        assert server.bodies("/hook") == []
+        [posted] = am_posts(server)
+        assert posted["labels"]["alertname"] == "AgentEscalated"

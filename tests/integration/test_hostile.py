@@ -114,6 +114,46 @@ class TestSymlinks:
         assert (folder / "status.json").is_symlink()
         assert not list(tmp_path.rglob("status.json.bak.*"))
 
+    def test_an_agent_writing_through_a_status_symlink_is_not_stalled(
+        self, tmp_path: Path
+    ) -> None:
+        """The real daemon: Agent-1's status.json links to a dashboard file it rewrites every
+        0.3 s. That is its activity (it used to be flagged and escalated as dead); the silent
+        Agent-2 beside it is detected and healed, and the dashboard file is never written."""
+        root = tmp_path / "ws"
+        folder = make_agent(root, "Agent-1")
+        make_agent(root, "Agent-2")
+        dashboard = tmp_path / "dashboard"
+        dashboard.mkdir()
+        target = dashboard / "Agent-1.json"
+        target.write_text('{"agent_id": "Agent-1", "current_tasks": ["t"]}')
+        (folder / "status.json").unlink()
+        (folder / "status.json").symlink_to(target)
+        set_age(root, time.time() - 1000)
+        stop = threading.Event()
+        writes: list[bytes] = []
+
+        def agent() -> None:
+            n = 0
+            while not stop.wait(0.3):
+                n += 1
+                text = json.dumps({"agent_id": "Agent-1", "current_tasks": ["t"], "n": n})
+                target.write_text(text)
+                writes.append(text.encode())
+
+        thread = threading.Thread(target=agent, daemon=True)
+        thread.start()
+        try:
+            with running_daemon(root, tmp_path, watch_args(1.0, 30.0, 0.05)) as daemon:
+                daemon.wait_event("heal_action", timeout=15, agent="Agent-2", attempt=2)
+                assert daemon.events("stall_detected", agent="Agent-1") == []
+                assert daemon.events("heal_action", agent="Agent-1") == []
+        finally:
+            stop.set()
+            thread.join(2)
+        assert target.read_bytes() == writes[-1]  # only the agent ever wrote it
+        assert (folder / "status.json").is_symlink()
+
     def test_inbox_symlink_gets_no_message(self, tmp_path: Path, outside: Path) -> None:
         """Rescue messages and reassignments are refused when the inbox is a symlink."""
         root = tmp_path / "ws"

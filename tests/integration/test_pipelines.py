@@ -281,17 +281,42 @@ class TestRealFixtures:
             text = task if isinstance(task, str) else json.dumps(task, ensure_ascii=False)
             assert task in known or " ".join(text.split()) in handed
 
-    def test_the_malformed_fixture_is_backed_up_byte_for_byte_first(self, tmp_path: Path) -> None:
+    def test_the_malformed_fixture_is_backed_up_once_and_only_reset_replaces_it(
+        self, tmp_path: Path
+    ) -> None:
+        """force_update and clear_stuck_tasks fail naming the problem and leave the file as
+        the agent wrote it (they used to replace it with a salvage that dropped its fields);
+        reassignment from it fails; reset_status, whose job is replacing it, resets it. One
+        byte-exact backup for all of it."""
         root = tmp_path / "ws"
         raw = MALFORMED_FIXTURE.read_bytes()
         make_agent(root, "Agent-1", raw)
-        rig = Rig(root, Config(workspaces=root, heal_after=HEAL, recover_after=1e6, tick=TICK))
+        make_agent(root, "Agent-2", {"current_tasks": []})
+        config = Config(workspaces=root, heal_after=HEAL, recover_after=HEAL * 2.5, tick=TICK)
+        rig = Rig(root, config)
         set_age(root, rig.clock.now())
         rig.start()
-        rig.run(HEAL + 1)
+        with capture_logs() as logs:
+            for _ in range(int(2.2 * HEAL / TICK)):
+                rig.clock.advance(TICK)
+                rig.write("Agent-2")
+                rig.engine.step()
+            assert (root / "Agent-1" / "status.json").read_bytes() == raw
+            for _ in range(int(1.2 * HEAL / TICK)):
+                rig.clock.advance(TICK)
+                rig.write("Agent-2")
+                rig.engine.step()
+        heals = events(logs, "heal_action", "Agent-1")
+        assert [(h["action"], h["ok"]) for h in heals] == [
+            ("force_update", False), ("clear_stuck_tasks", False), ("reset_status", True)]
+        assert all("cannot be parsed" in h["error"] for h in heals[:2])
+        reassign = [e for e in events(logs, "recovery_action", "Agent-1")
+                    if e["action"] == "reassign_tasks"]
+        assert [e["ok"] for e in reassign] == [False]
         backups = list(root.glob("Agent-1/status.json.bak.*"))
         assert [b.read_bytes() for b in backups] == [raw]
-        assert json.loads((root / "Agent-1" / "status.json").read_text())["agent_id"] == "Agent-1"
+        reset = rig.status("Agent-1")
+        assert reset["agent_id"] == "Agent-1" and reset["status"] == "ACTIVE_AGENT_MODE"
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -383,6 +408,30 @@ class TestMassStall:
             rig.run(TICK)
         names = [e["event"] for e in logs if e["event"] in ("stall_detected", "heal_action")]
         assert names == ["stall_detected"] * 20 + ["heal_action"] * 20
+
+
+class TestSpreading:
+    def test_three_stalled_agents_tasks_land_on_three_healthy_agents(
+        self, tmp_path: Path
+    ) -> None:
+        """Through the engine: each healthy agent gets one stalled agent's tasks."""
+        root = tmp_path / "ws"
+        for n in range(1, 4):
+            make_agent(root, f"Agent-S{n}", {"current_tasks": [f"S{n} a", f"S{n} b"]})
+            make_agent(root, f"Agent-H{n}", {"current_tasks": []})
+        config = Config(workspaces=root, heal_after=HEAL, recover_after=RECOVER, tick=TICK)
+        rig = Rig(root, config)
+        set_age(root, rig.clock.now())
+        rig.start()
+        for _ in range(int((RECOVER + 1) / TICK)):
+            rig.clock.advance(TICK)
+            for n in range(1, 4):
+                touch(root / f"Agent-H{n}" / "devlogs", rig.clock.now())
+                rig.engine.observe(f"Agent-H{n}", rig.clock.now())
+            rig.engine.step()
+        received = [len(list((root / f"Agent-H{n}" / "inbox").glob("HEALER_REASSIGN_*")))
+                    for n in range(1, 4)]
+        assert received == [1, 1, 1]
 
 
 class TestCrashLoopGuard:

@@ -132,6 +132,26 @@ class TestOpening:
         with sqlite3.connect(db_path) as raw:
             assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
 
+    def test_a_v2_history_is_migrated_and_counts_reassignments_from_then_on(
+        self, db_path: Path
+    ) -> None:
+        """Migration v3 adds the record of tasks healer sent; the rest is kept."""
+        db_path.parent.mkdir()
+        raw = sqlite3.connect(db_path, isolation_level=None)
+        for step in MIGRATIONS[:2]:
+            step(raw)
+        raw.execute("UPDATE schema_version SET version = 2")
+        raw.execute("INSERT INTO agents VALUES ('Agent-1', ?)", (T0,))
+        raw.close()
+        with Store.open(db_path) as store:
+            assert store.last_activities() == {"Agent-1": T0}
+            assert store.tasks_sent("Agent-2", (1, 2, 3)) == 0
+            store.record_reassignment(ts=T0, from_agent="Agent-1", to_agent="Agent-2", tasks=2,
+                                      to_status=(1, 2, 3))
+            assert store.tasks_sent("Agent-2", (1, 2, 3)) == 2
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == 3
+
     def test_a_history_from_a_newer_healer_is_refused(self, store: Store, db_path: Path) -> None:
         store.close()
         with sqlite3.connect(db_path) as raw:
@@ -339,6 +359,38 @@ class TestStats:
         report = store.stats()
         assert report["total_actions"] == 0 and report["success_rate"] == 0.0
         assert report["mttd_seconds"] is None and report["mttr_seconds"] is None
+
+
+class TestReassignments:
+    def test_tasks_sent_count_only_while_the_status_is_the_one_sent_to(self, store: Store) -> None:
+        """Sends to the same version of the receiver's status.json add up; a send to an
+        older version (the agent rewrote its file since) and sends to others do not count."""
+        for to, status, tasks in (("Agent-2", (5, 100, 40), 2), ("Agent-2", (5, 100, 40), 3),
+                                  ("Agent-2", (5, 90, 40), 7), ("Agent-3", (5, 100, 40), 1)):
+            store.record_reassignment(ts=T0, from_agent="Agent-1", to_agent=to, tasks=tasks,
+                                      to_status=status)
+        assert store.tasks_sent("Agent-2", (5, 100, 40)) == 5
+        assert store.tasks_sent("Agent-2", (5, 100, 41)) == 0
+        assert store.tasks_sent("Agent-3", (5, 100, 40)) == 1
+
+    def test_a_send_to_an_agent_without_a_status_is_kept_but_never_counted(
+        self, store: Store
+    ) -> None:
+        store.record_reassignment(ts=T0, from_agent="Agent-1", to_agent="Agent-2", tasks=1,
+                                  to_status=None)
+        assert store.tasks_sent("Agent-2", (0, 0, 0)) == 0
+
+    def test_zero_tasks_are_refused(self, store: Store) -> None:
+        with pytest.raises(StoreError, match="CHECK constraint"):
+            store.record_reassignment(ts=T0, from_agent="Agent-1", to_agent="Agent-2", tasks=0,
+                                      to_status=(1, 1, 1))
+
+    def test_pruned_with_the_rest_of_the_history(self, store: Store) -> None:
+        for ts in (T0, T0 + 100):
+            store.record_reassignment(ts=ts, from_agent="Agent-1", to_agent="Agent-2", tasks=1,
+                                      to_status=(1, 1, 1))
+        assert store.prune(T0 + 50) == 1
+        assert store.tasks_sent("Agent-2", (1, 1, 1)) == 1
 
 
 class TestPrune:

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from healer.adapters import fsops
+from healer.adapters import fsops, jsontext
 from healer.adapters import writer as writer_mod
+from healer.adapters.jsontext import TextForm
 from healer.adapters.writer import SafeWriter, SelfWriteLedger
 from healer.core import statusdoc as sd
 from healer.core.model import TEMP_MARKER
@@ -149,33 +150,114 @@ class TestFixturesSurvive:
         assert temps_in(folder) == []
 
 
+# How Windows tools write JSON: Notepad's UTF-8 with a BOM, PowerShell 5's UTF-16 LE with a
+# BOM (Out-File), CRLF line ends, and the rarer UTF-16 BE and UTF-32 forms.
+WINDOWS_FORMS = [
+    TextForm("utf-8", bom=True),
+    TextForm("utf-8", bom=True, crlf=True),
+    TextForm("utf-8", crlf=True),
+    TextForm("utf-16-le", bom=True, crlf=True),
+    TextForm("utf-16-le"),
+    TextForm("utf-16-be", bom=True),
+    TextForm("utf-16-be"),
+    TextForm("utf-32-le", bom=True),
+    TextForm("utf-32-be"),
+]
+
+
+class TestWindowsText:
+    @pytest.mark.parametrize("name", sorted(TRANSFORMS))
+    @pytest.mark.parametrize("form", WINDOWS_FORMS, ids=TextForm.describe)
+    def test_every_field_and_the_form_are_kept(
+        self, writer: SafeWriter, root: Path, form: TextForm, name: str
+    ) -> None:
+        """A real status.json written in a Windows form is read, transformed with every field
+        kept, and written back in the same codec, BOM and line ends; no backup is needed.
+        (It used to be called unparseable and replaced by a salvage of three fields.)"""
+        original = json.loads(PARSEABLE[0].read_bytes())
+        folder = agent_dir(root, status=jsontext.dump(original, form))
+        read = writer.read_status("Agent-1")
+        assert read.kind == "ok" and read.doc == original and read.form == form
+        result = writer.update_status("Agent-1", TRANSFORMS[name], backup=name == "reset_status")
+        data = (folder / "status.json").read_bytes()
+        assert data == jsontext.dump(TRANSFORMS[name](original), form)
+        text, written_form = jsontext.decode(data)
+        assert written_form == form and json.loads(text) == result.doc
+        if name != "reset_status":
+            assert result.backup is None
+            assert list(result.doc)[: len(original)] == list(original)
+            kept = {k: v for k, v in original.items() if k not in ("current_tasks", "healer",
+                                                                  "healing_applied")}
+            assert kept.items() <= result.doc.items()
+
+    @pytest.mark.parametrize("form", WINDOWS_FORMS[:4], ids=TextForm.describe)
+    def test_not_its_codec_is_unparseable_and_named(
+        self, writer: SafeWriter, root: Path, form: TextForm
+    ) -> None:
+        """Bytes that are not valid in the codec their first bytes announce are not guessed
+        at: unreadable, with the codec and the byte in the error."""
+        good = jsontext.dump({"a": "é"}, form)
+        bad = good[: len(good) // 2] + b"\xff\xfe\xff" + good[len(good) // 2 :]
+        agent_dir(root, status=bad)
+        read = writer.read_status("Agent-1")
+        assert read.kind == "invalid"
+        assert read.error is not None and read.error.startswith(f"not {form.codec.upper()} text")
+
+
 class TestMalformed:
-    def test_backed_up_byte_exact_then_written(
+    def test_backed_up_byte_exact_and_left_as_written(
         self, writer: SafeWriter, root: Path, ledger: SelfWriteLedger
     ) -> None:
-        """Invalid JSON is copied byte-for-byte to status.json.bak.<stamp> before the write."""
+        """Invalid JSON is copied byte-for-byte to status.json.bak.<stamp>, then refused: a
+        salvage would drop every field the parser could not see (it used to replace it)."""
         raw = MALFORMED.read_bytes()
         folder = agent_dir(root, status=raw)
-        result = writer.update_status("Agent-1", TRANSFORMS["force_update"])
-        assert result.backup == folder / "status.json.bak.20260120T100000Z"
-        assert result.backup.read_bytes() == raw
+        with pytest.raises(ActionError, match=r"cannot be parsed \(invalid JSON.*backed up as "
+                           r"status\.json\.bak\.20260120T100000Z and left as the agent wrote"):
+            writer.update_status("Agent-1", TRANSFORMS["force_update"])
+        backup = folder / "status.json.bak.20260120T100000Z"
+        assert backup.read_bytes() == raw
+        assert (folder / "status.json").read_bytes() == raw
+        assert ledger.is_self(backup, backup.stat())
+
+    def test_each_attempt_on_the_same_bytes_reuses_the_backup(
+        self, writer: SafeWriter, root: Path
+    ) -> None:
+        """Three rungs on one unreadable file make one backup, not three."""
+        folder = agent_dir(root, status=b"{broken")
+        for _ in range(3):
+            with pytest.raises(ActionError, match=r"bak\.20260120T100000Z and left"):
+                writer.update_status("Agent-1", TRANSFORMS["clear_stuck_tasks"])
+        assert sorted(p.name for p in folder.glob("status.json.bak.*")) == [
+            "status.json.bak.20260120T100000Z"
+        ]
+
+    def test_a_backing_up_caller_replaces_it_from_the_salvage(
+        self, writer: SafeWriter, root: Path
+    ) -> None:
+        """reset_status (which asks for a backup) still resets an unreadable file: its job
+        is replacing the document, and the old one is kept beside it."""
+        raw = MALFORMED.read_bytes()
+        folder = agent_dir(root, status=raw)
+        result = writer.update_status("Agent-1", TRANSFORMS["reset_status"], backup=True)
+        assert result.backup is not None and result.backup.read_bytes() == raw
         doc = json.loads((folder / "status.json").read_bytes())
         assert doc["agent_id"] == "Agent-1"
         assert doc["agent_name"] == "Integration & Core Systems Specialist"
-        assert doc["healing_applied"][-1]["action"] == "force_update"
-        assert ledger.is_self(result.backup, result.backup.stat())
+        assert doc["status"] == "ACTIVE_AGENT_MODE" and doc["current_tasks"] == []
 
     def test_second_backup_in_same_second_gets_a_new_name(
         self, writer: SafeWriter, root: Path
     ) -> None:
         """A taken backup name is never overwritten."""
         folder = agent_dir(root, status=b"{broken")
-        writer.update_status("Agent-1", TRANSFORMS["force_update"])
+        with pytest.raises(ActionError):
+            writer.update_status("Agent-1", TRANSFORMS["force_update"])
         (folder / "status.json").write_bytes(b"[1, 2")
-        second = writer.update_status("Agent-1", TRANSFORMS["force_update"])
-        assert second.backup == folder / "status.json.bak.20260120T100000Z_2"
+        with pytest.raises(ActionError, match=r"bak\.20260120T100000Z_2 and left"):
+            writer.update_status("Agent-1", TRANSFORMS["force_update"])
         assert (folder / "status.json.bak.20260120T100000Z").read_bytes() == b"{broken"
-        assert second.backup.read_bytes() == b"[1, 2"
+        assert (folder / "status.json.bak.20260120T100000Z_2").read_bytes() == b"[1, 2"
 
     def test_never_overwritten_when_backup_fails(
         self, writer: SafeWriter, root: Path, monkeypatch: pytest.MonkeyPatch

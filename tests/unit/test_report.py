@@ -171,3 +171,30 @@ class TestAgentStatus:
             fresh = agent_status(config, store, now=NOW)["agents"][0]
         assert (stale["stage"], stale["attempts"]) == ("healing", 2)
         assert (fresh["stage"], fresh["attempts"], fresh["silent_for"]) == ("active", 0, 5.0)
+
+    def test_a_symlinked_status_json_is_noted(self, tmp_path: Path) -> None:
+        """An agent whose status.json is a symlink to a dashboard file: its row says healer
+        reads it and never writes it, the silence comes from the file behind the link, and
+        the table prints the note under the rows within 80 columns."""
+        config = self._config(tmp_path)
+        dashboard = tmp_path / "dashboard"
+        dashboard.mkdir()
+        (dashboard / "one.json").write_text("{}")
+        os.utime(dashboard / "one.json", (NOW - 7, NOW - 7))
+        name = "Agent-" + "x" * 40
+        for agent in (name, "Agent-2"):
+            folder = make_agent(config.workspaces, agent)
+            for path in (folder / "status.json", folder / "devlogs", folder / "inbox"):
+                os.utime(path, (NOW - 100, NOW - 100))
+        linked = config.workspaces / name / "status.json"
+        linked.unlink()
+        linked.symlink_to(dashboard / "one.json")
+        os.utime(linked, (NOW - 100, NOW - 100), follow_symlinks=False)
+        data = agent_status(config, None, now=NOW)
+        rows = {r["agent"]: r for r in data["agents"]}
+        assert rows[name]["note"] == "status.json is a symlink: healer reads it, never writes it"
+        assert rows[name]["silent_for"] == 7.0
+        assert "note" not in rows["Agent-2"]
+        lines = render_status(data).splitlines()
+        assert lines[-2] == f"  {fit(name, 18)}: {rows[name]['note']}"
+        assert max(len(line) for line in lines) <= 80

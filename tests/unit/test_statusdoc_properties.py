@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from healer.adapters import jsontext
 from healer.adapters.scan import Scanner
 from healer.adapters.statusfile import MAX_DEPTH, encode
 from healer.adapters.writer import SafeWriter, SelfWriteLedger
@@ -104,8 +105,17 @@ def fixture_bytes() -> list[bytes]:
     return [path.read_bytes() for path in STATUS_FIXTURES]
 
 
+# Every form a Windows tool writes: UTF-8 with a BOM, UTF-16 and UTF-32 either way round,
+# with or without a BOM, with CRLF line ends.
+forms = st.builds(
+    jsontext.TextForm,
+    st.sampled_from(["utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"]),
+    st.booleans(),
+    st.booleans(),
+)
 contents = st.one_of(
     documents.map(lambda d: json.dumps(d).encode()),
+    st.tuples(documents, forms).map(lambda pair: jsontext.dump(*pair)),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=64),
     st.sampled_from(fixture_bytes()).flatmap(
@@ -122,19 +132,18 @@ def heal_once(root: Path, raw: bytes) -> None:
     try:
         writer.update_status("Agent-1", lambda d: statusdoc.apply_force_update(d, NOW, 1))
     except ActionError:
-        assert (folder / "status.json").read_bytes() == raw  # refused: left exactly as it was
+        # Refused: left exactly as it was, and a byte-exact backup made first.
+        assert (folder / "status.json").read_bytes() == raw
+        assert [b.read_bytes() for b in folder.glob("status.json.bak.*")] == [raw]
     else:
-        after = json.loads((folder / "status.json").read_bytes())
+        data = (folder / "status.json").read_bytes()
+        after = json.loads(data)  # json.loads detects UTF-16/32 and a BOM on bytes too
         assert isinstance(after, dict) and after["healing_applied"][-1]["action"] == "force_update"
-        backups = sorted(folder.glob("status.json.bak.*"))
-        try:
-            original = json.loads(raw)
-        except (ValueError, RecursionError):
-            original = None
-        if isinstance(original, dict) and not backups:
-            assert set(original) <= set(after)
-        else:  # not a usable JSON object: never overwritten without a byte-exact backup
-            assert [b.read_bytes() for b in backups] == [raw]
+        assert not list(folder.glob("status.json.bak.*"))
+        original = json.loads(raw)
+        assert isinstance(original, dict) and set(original) <= set(after)
+        before, now = jsontext.detect(raw), jsontext.detect(data)
+        assert (now.codec, now.bom) == (before.codec, before.bom)  # written back in its form
     assert not [p for p in folder.iterdir() if is_own_temp_name(p.name)]
     lease = Scanner(root, lambda name: True).lease("Agent-1", 1800.0, 0.0)
     assert lease is None or lease <= 1800.0
@@ -147,15 +156,21 @@ class TestThroughTheWriter:
     @example(raw=b'{"busy_until": 1' + b"0" * 400 + b"}")
     @example(raw=b'{"current_tasks": ["\\ud800"]}')
     @example(raw=b"\xff\xfe{}")
+    @example(raw=b'\xef\xbb\xbf{"a": 1}\r\n')
+    @example(raw='{"a": "\u00e9"}'.encode("utf-16-le"))
+    @example(raw='\ufeff{"a": [1]}'.encode("utf-32-be"))
     @example(raw=nested(600))
     def test_any_bytes_are_healed_or_refused(self, scratch: Path, raw: bytes) -> None:
         """Arbitrary JSON, torn real fixtures, non-UTF-8 bytes, an empty file: healed with the
         agent's keys kept, or backed up byte-exactly first, or left alone; no temp remains."""
         heal_once(scratch / "ws", raw)
 
-    def test_the_real_malformed_fixture_is_backed_up_then_healed(self, tmp_path: Path) -> None:
+    def test_the_real_malformed_fixture_is_backed_up_and_left_as_written(
+        self, tmp_path: Path
+    ) -> None:
         heal_once(tmp_path / "ws", MALFORMED_FIXTURE.read_bytes())
-        assert list((tmp_path / "ws" / "Agent-1").glob("status.json.bak.*"))
+        folder = tmp_path / "ws" / "Agent-1"
+        assert (folder / "status.json").read_bytes() == MALFORMED_FIXTURE.read_bytes()
 
     @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 600, 100_000])
     def test_deep_nesting_is_treated_as_unreadable(self, tmp_path: Path, depth: int) -> None:

@@ -1,0 +1,172 @@
+"""The scanner on real files: one status.json reader shared with the writer, whatever the text
+form, and a status.json symlink read through for activity and the lease, never written."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from healer.adapters import jsontext
+from healer.adapters.jsontext import TextForm
+from healer.adapters.scan import Scanner, StatusLink
+from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.core import statusdoc
+from healer.errors import UnsafePathError
+from tests.conftest import make_agent
+
+LEASE = "2030-01-01T00:00:00Z"
+LEASE_AT = 1_893_456_000.0
+FORMS = [
+    TextForm(),
+    TextForm("utf-8", bom=True, crlf=True),
+    TextForm("utf-16-le", bom=True, crlf=True),
+    TextForm("utf-16-le"),
+    TextForm("utf-16-be", bom=True),
+    TextForm("utf-32-le", bom=True),
+    TextForm("utf-32-be"),
+]
+
+
+def scanner(root: Path) -> Scanner:
+    return Scanner(root, lambda name: name.startswith("Agent-"))
+
+
+def aged(path: Path, seconds: float) -> float:
+    """Set `path`'s mtime (not following a symlink) `seconds` into the past; returns it."""
+    when = time.time() - seconds
+    os.utime(path, (when, when), follow_symlinks=False)
+    return when
+
+
+class TestOneReader:
+    @pytest.mark.parametrize("form", FORMS, ids=TextForm.describe)
+    def test_writer_and_lease_read_the_same_document(self, root: Path, form: TextForm) -> None:
+        """The lease reader and the writer agree on every form, so the lease of a Windows
+        agent holds (the lease used to accept a UTF-8 BOM file the writer called broken)."""
+        doc = {"agent_id": "Agent-1", "busy_until": LEASE, "current_tasks": ["a"]}
+        make_agent(root, "Agent-1", jsontext.dump(doc, form))
+        by_writer = SafeWriter(root, SelfWriteLedger()).read_status("Agent-1")
+        by_scanner = scanner(root).read_status("Agent-1")
+        assert by_scanner is not None
+        assert by_writer.doc == by_scanner.doc == doc
+        assert by_writer.form == by_scanner.form == form
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) == LEASE_AT
+
+    @pytest.mark.parametrize("raw", [b"{broken", b'\xef\xbb\xbf{"busy_until": "', b"\xff\xfe{}"])
+    def test_a_file_neither_can_parse_gives_no_lease(self, root: Path, raw: bytes) -> None:
+        make_agent(root, "Agent-1", raw)
+        assert SafeWriter(root, SelfWriteLedger()).read_status("Agent-1").kind == "invalid"
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) is None
+
+    def test_the_lease_is_capped_after_the_write(self, root: Path) -> None:
+        make_agent(root, "Agent-1", jsontext.dump({"busy_until": LEASE}, FORMS[2]))
+        assert scanner(root).lease("Agent-1", 60.0, 1000.0) == 1060.0
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path) -> Path:
+    """A dashboard folder outside the root, where the agent's status.json really lives."""
+    folder = tmp_path / "dashboard"
+    folder.mkdir()
+    return folder
+
+
+def linked_agent(root: Path, target: Path, doc: dict[str, object] | None = None) -> Path:
+    folder = make_agent(root, "Agent-1")
+    (folder / "status.json").unlink()
+    target.write_text(json.dumps(doc or {"agent_id": "Agent-1", "current_tasks": ["t"]}))
+    (folder / "status.json").symlink_to(target)
+    for path in (folder / "devlogs", folder / "inbox", folder / "status.json", folder):
+        aged(path, 1000)
+    return folder
+
+
+class TestSymlinkedStatus:
+    def test_writes_behind_the_link_are_activity(self, root: Path, dashboard: Path) -> None:
+        """The agent writes through the link, so the target's mtime is its activity (it used
+        to count the link's own, which never changes, and flag a busy agent as dead)."""
+        linked_agent(root, dashboard / "Agent-1.json")
+        found = scanner(root).scan("Agent-1", time.time())
+        assert found is not None and found.status_link is StatusLink.FOLLOWED
+        assert found.last_activity is not None and found.last_activity > time.time() - 60
+
+    def test_an_old_target_is_old_activity(self, root: Path, dashboard: Path) -> None:
+        linked_agent(root, dashboard / "Agent-1.json")
+        then = aged(dashboard / "Agent-1.json", 500)
+        found = scanner(root).scan("Agent-1", time.time())
+        assert found is not None and found.last_activity == pytest.approx(then, abs=1e-3)
+
+    def test_the_lease_is_read_through_the_link(self, root: Path, dashboard: Path) -> None:
+        linked_agent(root, dashboard / "Agent-1.json", {"busy_until": LEASE})
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) == LEASE_AT
+
+    def test_every_write_through_it_is_refused(self, root: Path, dashboard: Path) -> None:
+        """Reading through it is allowed; writing never is, and the target keeps its bytes."""
+        target = dashboard / "Agent-1.json"
+        linked_agent(root, target)
+        before = (target.read_bytes(), target.stat().st_mtime_ns)
+        writer = SafeWriter(root, SelfWriteLedger())
+        with pytest.raises(UnsafePathError, match="symlink"):
+            writer.update_status("Agent-1", lambda d: statusdoc.apply_force_update(d, "x", 1))
+        with pytest.raises(UnsafePathError, match="symlink"):
+            writer.read_status("Agent-1")
+        assert (target.read_bytes(), target.stat().st_mtime_ns) == before
+        assert (root / "Agent-1" / "status.json").is_symlink()
+
+    def test_a_link_into_another_agent_is_not_followed(self, root: Path) -> None:
+        """Another agent's writes are that agent's activity, not this one's."""
+        make_agent(root, "Agent-2", {"busy_until": LEASE})
+        folder = linked_agent(root, root / "Agent-2" / "status.json", {"busy_until": LEASE})
+        (folder / "status.json").unlink()
+        (folder / "status.json").symlink_to("../Agent-2/status.json")
+        aged(folder / "status.json", 1000)
+        found = scanner(root).scan("Agent-1", time.time())
+        assert found is not None and found.status_link is StatusLink.REFUSED
+        assert found.last_activity is not None and found.last_activity < time.time() - 900
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) is None
+
+    def test_making_or_re_pointing_the_link_is_activity(self, root: Path, dashboard: Path) -> None:
+        """The link's own mtime is the agent's too (healer never makes one), even where the
+        target is another agent's file and is not followed, or is gone."""
+        make_agent(root, "Agent-2")
+        folder = linked_agent(root, dashboard / "Agent-1.json")
+        aged(dashboard / "Agent-1.json", 1000)
+        for target in ("../Agent-2/status.json", str(dashboard / "gone.json")):
+            (folder / "status.json").unlink()
+            (folder / "status.json").symlink_to(target)
+            found = scanner(root).scan("Agent-1", time.time())
+            assert found is not None and found.last_activity is not None
+            assert found.last_activity > time.time() - 60
+
+    def test_a_link_inside_its_own_folder_is_followed(self, root: Path) -> None:
+        folder = make_agent(root, "Agent-1", {"busy_until": LEASE})
+        (folder / "status.json").rename(folder / "real.json")
+        (folder / "status.json").symlink_to("real.json")
+        assert scanner(root).status_link("Agent-1") is StatusLink.FOLLOWED
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) == LEASE_AT
+
+    def test_a_dangling_link_is_no_activity_and_no_crash(self, root: Path, dashboard: Path) -> None:
+        linked_agent(root, dashboard / "Agent-1.json")
+        (dashboard / "Agent-1.json").unlink()
+        found = scanner(root).scan("Agent-1", time.time())
+        assert found is not None and found.last_activity is not None
+        assert found.last_activity < time.time() - 900
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) is None
+
+    def test_a_link_to_a_fifo_does_not_block(self, root: Path, dashboard: Path) -> None:
+        linked_agent(root, dashboard / "Agent-1.json")
+        (dashboard / "Agent-1.json").unlink()
+        os.mkfifo(dashboard / "Agent-1.json")
+        found = scanner(root).scan("Agent-1", time.time())
+        assert found is not None and found.last_activity is not None
+        assert found.last_activity < time.time() - 900
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) is None
+
+    def test_a_plain_file_has_no_link_note(self, root: Path) -> None:
+        make_agent(root, "Agent-1")
+        found = scanner(root).scan("Agent-1", time.time())
+        assert found is not None and found.status_link is None
