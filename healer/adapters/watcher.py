@@ -32,6 +32,7 @@ from watchdog.events import (
 from watchdog.observers.polling import PollingObserver
 
 from healer.adapters.inotify_reader import InotifyReader, make_classifier
+from healer.adapters.prefetch import PROBE, Prefetch
 from healer.adapters.writer import SelfWriteLedger
 from healer.core.classify import classify
 from healer.core.model import EventKind
@@ -137,6 +138,7 @@ class Watcher:
         self._full = False
         self._reader: InotifyReader | None = None
         self._observer: PollingObserver | None = None
+        self._prefetch: Prefetch | None = None
 
     # -- configuration (a reload may change both) -----------------------------------------
     @property
@@ -204,6 +206,7 @@ class Watcher:
             # Watch first (root, then every folder, each before it is listed), then start
             # reading; the caller scans after this returns.
             reader.watch_root()
+            self._warm_up()
             reader.watch_tree("")
             if self._full or not watches_left(self.root):
                 raise OSError(errno.ENOSPC, "inotify watch limit reached")
@@ -212,6 +215,18 @@ class Watcher:
             raise
         reader.start()
         return reader
+
+    def _warm_up(self) -> None:
+        """On a cold cache the walk and the scan wait on the disk one read at a time; a few
+        threads reading ahead (in the walk's order: it takes the last folder first) keep
+        the disk busy. On a warm cache none is started."""
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return
+        names.reverse()
+        if Prefetch.cold(str(self.root), names):
+            self._prefetch = Prefetch(str(self.root), names[PROBE:]).start()
 
     def _on_full(self) -> None:
         self._full = True
@@ -246,6 +261,8 @@ class Watcher:
         log.warning("observer_restarted", restarts=self.restarts, polling=self.poll)
 
     def stop(self, timeout: float = 1.0) -> None:
+        if self._prefetch is not None:
+            self._prefetch.stop()
         reader, self._reader = self._reader, None
         observer, self._observer = self._observer, None
         try:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from watchdog.observers.inotify_c import InotifyEvent, InotifyFD
 
-from healer.adapters import inotify_reader
+from healer.adapters import inotify_reader, prefetch
+from healer.adapters.prefetch import Prefetch
 from healer.adapters.watcher import Change, Watcher
 from healer.adapters.writer import SafeWriter, SelfWriteLedger
 from tests.conftest import make_agent
@@ -371,3 +372,50 @@ class TestSymlinkedRoot:
             Seen(watcher).wait("Agent-5", folder="added")
         finally:
             watcher.close()
+
+
+class TestColdStart:
+    def test_a_warm_tree_starts_no_read_ahead(
+        self, root: Path, ledger: SelfWriteLedger, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for n in range(1, 9):
+            make_agent(root, f"Agent-{n}")
+        # Just written, so cached; the bound is loosened so a loaded machine cannot look
+        # like a disk read.
+        monkeypatch.setattr(prefetch, "WARM_FOLDER", 0.01)
+        assert not Prefetch.cold(str(root), sorted(os.listdir(root)))
+        watcher = Watcher(root, is_agent=is_agent, ledger=ledger)
+        watcher.start()
+        try:
+            assert watcher._prefetch is None
+        finally:
+            watcher.close()
+
+    def test_a_cold_tree_is_read_ahead_and_still_watched_whole(
+        self, root: Path, ledger: SelfWriteLedger, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for n in range(1, 21):
+            make_agent(root, f"Agent-{n}")
+        monkeypatch.setattr(prefetch, "WARM_FOLDER", 0.0)  # any read counts as the disk's
+        watcher = Watcher(root, is_agent=is_agent, ledger=ledger)
+        watcher.start()
+        try:
+            warm = watcher._prefetch
+            assert warm is not None
+            assert poll_until(lambda: not warm.running(), SOON)
+            reader = watcher._reader
+            assert reader is not None
+            assert {f"Agent-{n}/devlogs" for n in range(1, 21)} <= set(reader._by_path)
+            seen = Seen(watcher)
+            (root / "Agent-20" / "status.json").write_text("{}")
+            seen.wait("Agent-20", activity=True)
+        finally:
+            watcher.close()
+
+    def test_the_read_ahead_lists_every_folder_and_stops_when_told(self, root: Path) -> None:
+        for n in range(1, 5):
+            (make_agent(root, f"Agent-{n}") / "inbox" / "processed").mkdir()
+        walker = Prefetch(str(root), [])
+        assert walker._walk(str(root / "Agent-1")) == 4  # the agent, devlogs, inbox, processed
+        walker.stop()
+        assert walker._walk(str(root / "Agent-2")) == 0
