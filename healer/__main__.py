@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from healer.cli import main
+from healer.entry import main
 
 if __name__ == "__main__":
     main()

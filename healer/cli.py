@@ -1,23 +1,33 @@
-"""The command line: parses flags, builds the config, turns healer's errors into one-line
-messages and exit codes. Inner code only raises."""
+"""The command line: parses flags, builds the config, calls one function of healer.wiring,
+prints its answer and exits; healer's errors become one-line messages and exit codes.
+Inner code only raises."""
 
 from __future__ import annotations
 
 import json
-import os
-import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from healer import __version__
 from healer.config import LOG_FORMATS, LOG_LEVELS, Config, load_config, require_tick_fits
-from healer.errors import ConfigError, HealerError, StoreError, UsageError
+from healer.core.heartbeat import HookSource
+from healer.core.model import Stage
+from healer.errors import ConfigError, HealerError, StoreError
 from healer.log import configure_logging
+from healer.report import age, live_status, render_stats, render_status
 
-__all__ = ["EXIT_OK", "EXIT_STALLED", "EXIT_USAGE", "main"]
+# The commands import healer.wiring (and through it watchdog, SQLite, HTTP) only when they
+# run: `healer --help` and the quick commands start fast.
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_STALLED", "EXIT_USAGE", "main"]
+
+if TYPE_CHECKING:
+    from healer.wiring import CheckReport
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_STALLED = 1  # check found stalled agents, or an agent is escalated
@@ -28,6 +38,17 @@ EXIT_FAILURE = 3  # healer itself could not run (e.g. its history is unusable)
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     click.echo(f"healer: {message}", err=True)
     sys.exit(code)
+
+
+def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call into healer; its errors become one line and an exit code: an unusable history
+    is EXIT_FAILURE, anything else of healer's a usage or config error."""
+    try:
+        return fn(*args, **kwargs)
+    except StoreError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    except HealerError as exc:
+        _fail(str(exc))
 
 
 class _Settings:
@@ -84,37 +105,13 @@ def watch(settings: _Settings, heal_after: float | None, recover_after: float | 
           tick: float | None, poll: bool | None, dry_run: bool | None,
           metrics_addr: str | None) -> None:
     """Run the event-driven daemon in the foreground."""
-    from healer.daemon import Daemon
+    from healer import wiring
 
     flags = {"heal_after": heal_after, "recover_after": recover_after, "tick": tick,
              "poll": poll, "dry_run": dry_run, "metrics_addr": metrics_addr}
     config = settings.build(**flags)
-    try:
-        require_tick_fits(config)
-    except ConfigError as exc:
-        _fail(str(exc))
-    try:
-        daemon = Daemon(config, reload=lambda: require_tick_fits(settings.load(**flags)))
-        if config.metrics_addr:
-            from healer.adapters.metrics import serve_metrics
-
-            daemon.metrics = serve_metrics(config.metrics_addr, daemon)
-        daemon.install_signals()
-        daemon.run()
-    except StoreError as exc:
-        _fail(str(exc), EXIT_FAILURE)
-    except HealerError as exc:
-        _fail(str(exc))
-
-
-def _open_history(config: Config, *, write: bool) -> Any:
-    from healer.adapters.store import Store
-
-    path = config.state_path / "healer.db"
-    try:
-        return Store.open(path) if write else Store.open_readonly(path)
-    except StoreError as exc:
-        _fail(str(exc), EXIT_FAILURE)
+    _run(require_tick_fits, config)
+    _run(wiring.watch, config, lambda: require_tick_fits(settings.load(**flags)))
 
 
 @cli.command()
@@ -124,54 +121,28 @@ def _open_history(config: Config, *, write: bool) -> Any:
 @pass_settings
 def check(settings: _Settings, act: bool, as_json: bool, verbose: bool) -> None:
     """Report stalled agents (exit 1 if any); --now runs the pipelines once."""
-    from healer.adapters.alerts import Alerter
-    from healer.clock import SystemClock
-    from healer.engine import Engine
+    from healer import wiring
 
-    config = settings.build()
-    store = _open_history(config, write=act and not config.dry_run)
-    alerter = Alerter.from_config(config.alerts, workspaces=config.workspaces) if act else None
-    clock = SystemClock()
-    engine = Engine(config, clock, store=store, alerter=alerter, record=act, keep_actions=True)
-    try:
-        engine.start()
-        now = clock.now()
-        if act:
-            engine.step(now)
-        stalled = engine.stalled(now)
-        escalated = [a for a, i in engine.monitor.incidents().items() if i.escalated]
-    finally:
-        if alerter is not None:
-            alerter.close(timeout=config.alerts.timeout)
-        if store is not None:
-            store.close()
-    report = {
-        "checked": len(engine.monitor.table),
-        "stalled": stalled,
-        "actions": [{"agent": a.agent, "action": a.action, "ok": a.ok}
-                    for a in engine.actions or ()],
-    }
+    report = _run(wiring.check, settings.build(), act=act)
     if as_json:
-        click.echo(json.dumps(report))
+        click.echo(json.dumps(report.as_json()))
     else:
-        _print_check(report, engine, now, verbose)
-    sys.exit(EXIT_STALLED if stalled or escalated else EXIT_OK)
+        _print_check(report, verbose)
+    sys.exit(EXIT_STALLED if report.stalled or report.escalated else EXIT_OK)
 
 
-def _print_check(report: dict[str, Any], engine: Any, now: float, verbose: bool) -> None:
-    from healer.report import age as _age
-
-    stalled = {s["agent"]: s for s in report["stalled"]}
-    click.echo(f"checked {report['checked']} agents: {len(stalled)} stalled")
-    for agent, last in sorted(engine.monitor.table.items()):
+def _print_check(report: CheckReport, verbose: bool) -> None:
+    stalled = {s.agent: s for s in report.stalled}
+    click.echo(f"checked {len(report.agents)} agents: {len(stalled)} stalled")
+    for agent, last in report.agents:
         if agent in stalled:
             row = stalled[agent]
-            click.echo(f"  {agent:<24} silent {_age(row['silent_for']):>8}  {row['pipeline']}")
+            click.echo(f"  {agent:<24} silent {age(row.silent_for):>8}  {row.pipeline.value}")
         elif verbose:
-            click.echo(f"  {agent:<24} silent {_age(now - last):>8}  active")
-    for action in report["actions"]:
-        click.echo(f"  {action['agent']:<24} {action['action']:<18} "
-                   f"{'ok' if action['ok'] else 'FAILED'}")
+            click.echo(f"  {agent:<24} silent {age(report.now - last):>8}  active")
+    for action in report.actions:
+        click.echo(f"  {action.agent:<24} {action.action:<18} "
+                   f"{'ok' if action.ok else 'FAILED'}")
 
 
 @cli.command()
@@ -182,31 +153,19 @@ def _print_check(report: dict[str, Any], engine: Any, now: float, verbose: bool)
 @pass_settings
 def status(settings: _Settings, as_json: bool, live: bool, interval: float) -> None:
     """Per-agent state: last activity, silence, stage, attempts, lease."""
-    from healer.report import agent_status, render_status
+    from healer import wiring
 
     config = settings.build()
-
-    def snapshot() -> dict[str, Any]:
-        store = _open_history(config, write=False)
-        try:
-            return agent_status(config, store)
-        except StoreError as exc:
-            _fail(str(exc), EXIT_FAILURE)
-        finally:
-            if store is not None:
-                store.close()
-
     if live:
-        from healer.report import live_status
-
-        live_status(snapshot, interval)
+        live_status(lambda: _run(wiring.status, config), interval)
         return
-    data = snapshot()
+    data = _run(wiring.status, config)
     if as_json:
         click.echo(json.dumps(data))
     else:
         click.echo(render_status(data, color=sys.stdout.isatty()))
-    sys.exit(EXIT_STALLED if any(a["stage"] == "escalated" for a in data["agents"]) else EXIT_OK)
+    escalated = any(a["stage"] == Stage.ESCALATED.value for a in data["agents"])
+    sys.exit(EXIT_STALLED if escalated else EXIT_OK)
 
 
 @cli.command()
@@ -214,39 +173,10 @@ def status(settings: _Settings, as_json: bool, live: bool, interval: float) -> N
 @pass_settings
 def stats(settings: _Settings, as_json: bool) -> None:
     """Healing statistics from the durable history."""
-    from healer.core.stats import summarize
-    from healer.report import render_stats
+    from healer import wiring
 
-    config = settings.build()
-    store = _open_history(config, write=False)
-    try:
-        data = store.stats() if store is not None else summarize()
-    except StoreError as exc:
-        _fail(str(exc), EXIT_FAILURE)
-    finally:
-        if store is not None:
-            store.close()
+    data = _run(wiring.stats, settings.build())
     click.echo(json.dumps(data) if as_json else render_stats(data))
-
-
-def _agent_folder(config: Config, agent: str) -> Path:
-    """AGENT must name an existing agent folder directly under the root."""
-    if not agent or agent in (".", "..") or "/" in agent or "\0" in agent:
-        raise UsageError(f"resolve: {agent!r} is not an agent name")
-    if not config.is_agent_name(agent):
-        raise UsageError(
-            f"resolve: {agent!r} does not match agent_pattern {config.agent_pattern!r}"
-        )
-    path = config.workspaces / agent
-    try:
-        st = os.lstat(path)
-    except OSError:
-        raise UsageError(f"resolve: no agent folder {agent!r} under {config.workspaces}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise UsageError(f"resolve: {agent!r} is a symlink, not an agent folder")
-    if not stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"resolve: {path} is not a directory")
-    return path
 
 
 @cli.command()
@@ -254,33 +184,50 @@ def _agent_folder(config: Config, agent: str) -> Path:
 @pass_settings
 def resolve(settings: _Settings, agent: str) -> None:
     """Operator acknowledgement: clear AGENT's escalation and reset its attempts."""
-    from healer.adapters.writer import SafeWriter, SelfWriteLedger
-    from healer.clock import SystemClock
-    from healer.errors import ActionError
+    from healer import wiring
+
+    done = _run(wiring.resolve, settings.build(), agent)
+    if not done.anything:
+        click.echo(f"{agent}: nothing to resolve (no open incident, no escalation marker)")
+        return
+    click.echo(f"{agent}: resolved (incident closed after {done.attempts} attempts"
+               f"{', escalation marker removed' if done.marker_removed else ''})")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@pass_settings
+def beat(settings: _Settings, args: tuple[str, ...]) -> None:
+    """Write AGENT's heartbeat.json: working, waiting or done."""
+    # `healer` itself runs beat before it imports this module (healer/entry.py); this is the
+    # way through click, for `healer --help` and a group option the fast path does not know.
+    from healer.entry import run_beat_command
+
+    run_beat_command(settings.config_path, settings.cli["workspaces"], list(args))
+
+
+@cli.command()
+@click.argument("agent_cli", metavar="CLI", type=click.Choice([s.value for s in HookSource]))
+@click.argument("agent", required=False)
+@click.option("--install", "install_path", type=click.Path(path_type=Path), default=None,
+              help="Merge the hooks into this Claude Code settings file instead of printing.")
+@pass_settings
+def hooks(settings: _Settings, agent_cli: str, agent: str | None,
+          install_path: Path | None) -> None:
+    """Print (or --install) the hooks that run `healer beat`.
+
+    CLI is claude-code (a hooks block for .claude/settings.json) or codex (the notify line
+    for ~/.codex/config.toml)."""
+    from healer.hooks import run_hooks
 
     config = settings.build()
     try:
-        _agent_folder(config, agent)
-    except UsageError as exc:
+        out, note = run_hooks(config, HookSource(agent_cli), agent, install_path)
+    except HealerError as exc:
         _fail(str(exc))
-    store = _open_history(config, write=True)
-    now = SystemClock().now()
-    try:
-        row = store.open_incident_for(agent)
-        if row is not None:
-            store.close_incident(row.id, closed_at=now, outcome="resolved")
-        try:
-            marker = SafeWriter(config.workspaces, SelfWriteLedger()).remove_marker(agent)
-        except ActionError as exc:
-            _fail(str(exc))
-    finally:
-        store.close()
-    if row is None and not marker:
-        click.echo(f"{agent}: nothing to resolve (no open incident, no escalation marker)")
-        return
-    attempts = row.attempts if row is not None else 0
-    click.echo(f"{agent}: resolved (incident closed after {attempts} attempts"
-               f"{', escalation marker removed' if marker else ''})")
+    click.echo(out)
+    if note:
+        click.echo(f"healer: note: {note}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

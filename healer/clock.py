@@ -1,27 +1,22 @@
-"""The Clock port: the core never reads time itself, so tests can move it by hand."""
+"""The real clock: the one implementation of the Clock port outside the tests."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from typing import Protocol
+from threading import Event
 
-__all__ = ["Clock", "SystemClock", "iso"]
-
-
-class Clock(Protocol):
-    """Wall-clock seconds since the epoch (the same scale as file mtimes)."""
-
-    def now(self) -> float: ...
+__all__ = ["SystemClock"]
 
 
 class SystemClock:
-    """The real clock."""
+    """Wall-clock time for what is written and logged, the monotonic clock for intervals,
+    and `Event.wait` as the sleep that a signal or an event interrupts."""
 
     def now(self) -> float:
         return time.time()
 
+    def monotonic(self) -> float:
+        return time.monotonic()
 
-def iso(when: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with a `Z`, the form healer writes everywhere."""
-    return datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z")
+    def wait(self, event: Event, timeout: float) -> bool:
+        return event.wait(timeout)

@@ -10,19 +10,25 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import structlog
 
-from healer.adapters.alerts import Alerter
-from healer.adapters.store import Store
-from healer.adapters.systemd import Notifier
-from healer.adapters.watcher import Watcher
-from healer.clock import Clock, SystemClock
 from healer.config import Config
+from healer.core.model import FolderEvent
 from healer.engine import Engine
+from healer.ports import (
+    AlertSink,
+    Clock,
+    EventSource,
+    IncidentLog,
+    MetricsSink,
+    Readings,
+    ServiceManager,
+)
 
 __all__ = ["Daemon", "prune_interval"]
+
+MetricsFactory = Callable[[Callable[[], Readings]], MetricsSink]
 
 log = structlog.get_logger()
 
@@ -48,37 +54,36 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 class Daemon:
+    """The loop over the engine and the event source. Built by healer.wiring, which owns
+    the adapters; the daemon closes what it was given when it stops."""
+
     def __init__(
         self,
         config: Config,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
+        engine: Engine,
+        watcher: EventSource,
+        notifier: ServiceManager,
+        alerter: AlertSink,
+        store: IncidentLog | None = None,
+        metrics: MetricsFactory | None = None,
         reload: Callable[[], Config] | None = None,
-        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
+        self.clock = clock
+        self.engine = engine
+        self.watcher = watcher
+        self.notifier = notifier
+        self.alerter = alerter
+        self.store = store
+        self._metrics_factory = metrics
+        self.metrics: MetricsSink | None = None
         self._reload_config = reload
-        self.notifier = notifier or Notifier.from_env()
         self.stop_reason: str | None = None
         self._reload = threading.Event()
-        self.store: Store | None = None
-        if not config.dry_run:
-            self.store = Store.open(config.state_path / "healer.db")
-        self.alerter = Alerter.from_config(config.alerts, workspaces=config.workspaces)
-        self.engine = Engine(config, self.clock, store=self.store, alerter=self.alerter)
-        self.watcher = Watcher(
-            config.workspaces,
-            is_agent=config.is_agent_name,
-            ledger=self.engine.ledger,
-            inbox_mode=config.inbox_mode,
-            poll=config.poll,
-            poll_interval=min(1.0, config.tick),
-            clock=self.clock.now,
-        )
         self.sweeps = 0
         self.overflows = 0  # kernel event-queue overflows, each answered by a rescan
-        self.metrics: Any = None
         self._last_sweep = 0.0
         self._last_ping = 0.0
         self._last_prune = 0.0
@@ -102,8 +107,33 @@ class Daemon:
         self.stop_reason = reason
         self.watcher.wake.set()
 
+    def readings(self) -> Readings:
+        """The state the metrics read at scrape time (from their server's thread)."""
+        now = self.clock.now()
+        view = self.engine.view
+        return Readings(
+            now=now,
+            agents=view.stages(now),
+            counters=view.counters,
+            events_seen=self.watcher.events_seen,
+            sweeps=self.sweeps,
+            observer_restarts=self.watcher.restarts,
+            alerts_sent=self.alerter.sent,
+            alerts_failed=self.alerter.failed,
+            alerts_dropped=self.alerter.dropped,
+            alerts_pending=self.alerter.pending(),
+            deliveries=tuple(self.alerter.deliveries()),
+            refreshes=tuple(self.alerter.refreshes()),
+            overflows=self.overflows,
+            observer_up=self.watcher.alive(),
+            history_paused=self.engine.history.paused,
+            history_failures=self.engine.history.failures,
+        )
+
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        if self._metrics_factory is not None:
+            self.metrics = self._metrics_factory(self.readings)
         # Watch first, then scan: a write landing between the two is seen by one of them.
         self._root_id = _identity(self.config.workspaces)
         self.watcher.start()
@@ -151,7 +181,7 @@ class Daemon:
         now = self.clock.now()
         # Wake on the next tick boundary, or at once when events arrive.
         timeout = tick - math.fmod(now, tick)
-        if self.watcher.wake.wait(max(timeout, 0.001)):
+        if self.clock.wait(self.watcher.wake, max(timeout, 0.001)):
             self.watcher.wake.clear()
 
     def step(self) -> bool:
@@ -212,21 +242,23 @@ class Daemon:
 
     def _apply_changes(self) -> bool:
         changes = self.watcher.drain(BATCH)
+        monitor = self.engine.monitor
         for change in changes:
-            if change.folder == "added":
-                self.engine.add_agent(change.agent)
-            elif change.folder == "removed":
-                if change.agent in self.engine.monitor and not (
-                    self.config.workspaces / change.agent
-                ).is_dir():
-                    self.engine.remove_agent(change.agent)
-            elif change.agent not in self.engine.monitor:
-                # The first event of a folder whose creation we did not see.
-                self.engine.add_agent(change.agent)
-                if change.activity:
+            match change.folder:
+                case FolderEvent.ADDED:
+                    self.engine.add_agent(change.agent)
+                case FolderEvent.REMOVED:
+                    if change.agent in monitor and not (
+                        self.config.workspaces / change.agent
+                    ).is_dir():
+                        self.engine.remove_agent(change.agent)
+                case _ if change.agent not in monitor:
+                    # The first event of a folder whose creation we did not see.
+                    self.engine.add_agent(change.agent)
+                    if change.activity:
+                        self.engine.observe(change.agent, change.when)
+                case _ if change.activity:
                     self.engine.observe(change.agent, change.when)
-            elif change.activity:
-                self.engine.observe(change.agent, change.when)
         if changes and self.metrics is not None:
             self.metrics.observe_changes(changes, self.clock.now())
         if len(changes) == BATCH:
@@ -251,8 +283,6 @@ class Daemon:
             return
         self.config = config
         self.engine.reload(config)
-        self.watcher.inbox_mode = config.inbox_mode
-        self.watcher.is_agent = config.is_agent_name
         log.info("config_reloaded", heal_after=config.heal_after,
                  recover_after=config.recover_after, tick=config.tick)
         self.notifier.ready()

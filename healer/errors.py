@@ -6,6 +6,7 @@ __all__ = [
     "ActionError",
     "ConfigError",
     "HealerError",
+    "PayloadError",
     "StoreError",
     "UnsafePathError",
     "UsageError",
@@ -26,6 +27,11 @@ class ConfigError(HealerError):
 
 class UsageError(HealerError):
     """The operator asked for something that cannot be done (e.g. resolve an unknown agent)."""
+
+
+class PayloadError(UsageError):
+    """A hook's payload could not be read, so `healer beat --hook` writes no beat: guessing
+    a state from a payload it does not understand could report a waiting agent as working."""
 
 
 class ActionError(HealerError):

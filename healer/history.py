@@ -1,41 +1,50 @@
-"""The engine's bookkeeping in the durable history: the one place that calls the Store on
-the detection path, pauses it when it fails (detection never waits on SQLite), and turns
-a stored incident back into one the policy can resume."""
+"""The engine's bookkeeping in the durable history: the one place that calls the incident
+log on the detection path, pauses it when it fails (detection never waits on SQLite), keeps
+each open incident's durable id, and turns a stored incident back into one the policy can
+resume."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from healer.adapters.store import IncidentRow, Store
-from healer.clock import Clock
-from healer.core.model import Pipeline
+from healer.core.model import IncidentOutcome, Pipeline, Settlement, Stage
 from healer.core.policy import Incident, Policy
 from healer.errors import StoreError
+from healer.ports import Clock, Identity, IncidentLog, IncidentRecord
 
-__all__ = ["HISTORY_PAUSE", "History", "incident_from_row"]
+__all__ = ["HISTORY_PAUSE", "History", "Loaded", "incident_from_row"]
 
 log = structlog.get_logger()
 
 HISTORY_PAUSE = 30.0  # seconds without history calls after one failed
 
 
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What a start needs from the history: saved activity, open incidents, resolves."""
+
+    last_activities: dict[str, float]
+    open_incidents: dict[str, IncidentRecord]
+    resolved: dict[str, float]
+
+
 class History:
-    """Records incidents and actions; with no store (check without --now, --dry-run) every
-    call is a no-op."""
+    """Records incidents and actions. Without a log, or when it may not `record` (`check`
+    without --now, --dry-run), every write is a no-op; reads still go to the log."""
 
-    def __init__(self, store: Store | None, clock: Clock) -> None:
-        self.store = store
+    def __init__(self, incidents: IncidentLog | None, clock: Clock, *, record: bool = True
+                 ) -> None:
+        self.log = incidents
         self._clock = clock
+        self.recording = incidents is not None and record
         self._paused_until = float("-inf")
-        self.failures = 0  # store calls that failed and paused the history, for metrics
+        self.failures = 0  # log calls that failed and paused the history, for metrics
+        self._ids: dict[str, int] = {}  # agent -> durable id of its open incident
         self._action_ids: dict[tuple[int, int], int] = {}  # (incident, attempt) -> action
-
-    @property
-    def enabled(self) -> bool:
-        return self.store is not None
 
     @property
     def paused(self) -> bool:
@@ -43,7 +52,7 @@ class History:
         return self._clock.now() < self._paused_until
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._clock.now() < self._paused_until:
+        if not self.recording or self._clock.now() < self._paused_until:
             return None
         try:
             return fn(*args, **kwargs)
@@ -56,85 +65,126 @@ class History:
             log.error("history_write_failed", error=str(exc), paused_for=HISTORY_PAUSE)
             return None
 
-    def note_self_write(self, path: str, ident: tuple[int, int, int] | None) -> None:
-        if self.store is not None and ident is not None:
-            self._call(self.store.note_self_write, path, *ident, self._clock.now())
+    # -- reads (errors propagate: a history unusable at start-up stops healer) -------------
+    def load(self) -> Loaded:
+        if self.log is None:
+            return Loaded({}, {}, {})
+        return Loaded(
+            self.log.last_activities(),
+            {row.agent: row for row in self.log.open_incidents()},
+            self.log.last_resolved(),
+        )
 
-    def open_incident(self, incident: Incident, now: float, stage: str) -> int | None:
-        if self.store is None:
+    def incident_spans(self, since: float) -> list[tuple[str, float, float | None]]:
+        """(agent, opened, closed or None) of the incidents open or closed after `since`."""
+        return [] if self.log is None else list(self.log.incident_spans(since))
+
+    def open_ids(self) -> set[int] | None:
+        """Ids of the incidents still open on record (None when it could not be read)."""
+        if self.log is None:
+            return None
+        rows = self._call(self.log.open_incidents)
+        return None if rows is None else {row.id for row in rows}
+
+    # -- incidents ---------------------------------------------------------------------------
+    def id_of(self, agent: str) -> int | None:
+        """The durable id of the agent's open incident, if it is on record."""
+        return self._ids.get(agent)
+
+    def adopt(self, agent: str, row_id: int) -> None:
+        """An incident resumed from the record keeps its id."""
+        self._ids[agent] = row_id
+
+    def forget(self, agent: str) -> None:
+        """The incident ended elsewhere (an operator's resolve closed it on record)."""
+        self._ids.pop(agent, None)
+
+    def open_incident(self, incident: Incident, now: float, stage: Stage) -> int | None:
+        if self.log is None:
             return None
         row_id = self._call(
-            self.store.open_incident, incident.agent, opened_at=incident.opened_at,
+            self.log.open_incident, incident.agent, opened_at=incident.opened_at,
             silence_started_at=incident.silence_start, detected_at=now, stage=stage,
         )
-        return int(row_id) if row_id else None
+        if not row_id:
+            return None
+        self._ids[incident.agent] = int(row_id)
+        return int(row_id)
 
-    def update(self, row_id: int | None, **fields: Any) -> None:
-        if self.store is not None and row_id is not None:
-            self._call(self.store.update_incident, row_id, **fields)
+    def update(self, agent: str, **fields: Any) -> None:
+        row_id = self._ids.get(agent)
+        if self.log is not None and row_id is not None:
+            self._call(self.log.update_incident, row_id, **fields)
 
-    def close(self, row_id: int, outcome: str, at: float | None = None) -> None:
-        if self.store is not None:
+    def close(self, agent: str, outcome: IncidentOutcome, at: float | None = None) -> None:
+        """Close the agent's open incident, if it is on record."""
+        row_id = self._ids.pop(agent, None)
+        if row_id is not None:
+            self.close_row(row_id, outcome, at)
+
+    def close_row(self, row_id: int, outcome: IncidentOutcome, at: float | None = None) -> None:
+        if self.log is not None:
             when = self._clock.now() if at is None else at
-            self._call(self.store.close_incident, row_id, closed_at=when, outcome=outcome)
+            self._call(self.log.close_incident, row_id, closed_at=when, outcome=outcome)
 
+    # -- actions -----------------------------------------------------------------------------
     def record_action(
-        self, row_id: int | None, agent: str, pipeline: Pipeline, action: str, attempt: int,
-        ok: bool, error: str | None, now: float,
+        self, agent: str, pipeline: Pipeline, action: str, attempt: int, ok: bool,
+        error: str | None, now: float,
     ) -> None:
-        if self.store is None or row_id is None:
+        row_id = self._ids.get(agent)
+        if self.log is None or row_id is None:
             return
         action_id = self._call(
-            self.store.record_action, ts=now, agent=agent, incident_id=row_id,
-            pipeline=pipeline.value, action=action, attempt=attempt, applied_ok=ok, error=error,
+            self.log.record_action, ts=now, agent=agent, incident_id=row_id,
+            pipeline=pipeline, action=action, attempt=attempt, applied_ok=ok, error=error,
         )
         if action_id and pipeline is Pipeline.HEALING:
             self._action_ids[(row_id, attempt)] = action_id
 
-    def settle(self, row_id: int | None, attempt: int, outcome: str) -> None:
-        """Attempt `attempt` of the incident is over: 'failed' when the next one came due."""
-        if self.store is None or row_id is None:
+    def settle(self, agent: str, attempt: int, outcome: Settlement) -> None:
+        """Attempt `attempt` of the incident is over: failed when the next one came due."""
+        row_id = self._ids.get(agent)
+        if self.log is None or row_id is None:
             return
         action_id = self._action_ids.pop((row_id, attempt), None)
         if action_id is None:  # recorded before a restart
-            action_id = self._call(self.store.action_id_for, row_id, attempt)
+            action_id = self._call(self.log.action_id_for, row_id, attempt)
         if action_id:
-            self._call(self.store.settle_action, action_id, outcome)
+            self._call(self.log.settle_action, action_id, outcome)
 
-    def open_ids(self) -> set[int] | None:
-        """Ids of the incidents still open on record (None when it could not be read)."""
-        if self.store is None:
-            return None
-        rows = self._call(self.store.open_incidents)
-        return None if rows is None else {row.id for row in rows}
+    # -- the rest ----------------------------------------------------------------------------
+    def note_self_write(self, path: str, ident: tuple[int, int, int] | None) -> None:
+        if self.log is not None and ident is not None:
+            self._call(self.log.note_self_write, path, *ident, self._clock.now())
 
     def save_last_activity(self, activities: Mapping[str, float]) -> None:
-        if self.store is not None:
-            self._call(self.store.save_last_activity, dict(activities))
+        if self.log is not None:
+            self._call(self.log.save_last_activity, dict(activities))
 
-    def tasks_sent(self, to_agent: str, to_status: tuple[int, int, int]) -> int:
+    def tasks_sent(self, to_agent: str, to_status: Identity) -> int:
         """Tasks healer sent `to_agent` since its status.json last changed (0 when unknown)."""
-        if self.store is None:
+        if self.log is None:
             return 0
-        return int(self._call(self.store.tasks_sent, to_agent, to_status) or 0)
+        return int(self._call(self.log.tasks_sent, to_agent, to_status) or 0)
 
     def record_reassignment(
         self, *, ts: float, from_agent: str, to_agent: str, tasks: int,
-        to_status: tuple[int, int, int] | None,
+        to_status: Identity | None,
     ) -> None:
-        if self.store is not None:
-            self._call(self.store.record_reassignment, ts=ts, from_agent=from_agent,
+        if self.log is not None:
+            self._call(self.log.record_reassignment, ts=ts, from_agent=from_agent,
                        to_agent=to_agent, tasks=tasks, to_status=to_status)
 
     def prune(self, older_than: float) -> None:
-        if self.store is not None:
-            self._call(self.store.prune, older_than)
+        if self.log is not None:
+            self._call(self.log.prune, older_than)
 
 
-def incident_from_row(row: IncidentRow, policy: Policy) -> Incident:
+def incident_from_row(row: IncidentRecord, policy: Policy) -> Incident:
     """The incident a restarted healer resumes, at the attempt it had reached."""
     attempts = row.attempts
-    escalated = row.stage == "escalated"
+    escalated = row.stage == Stage.ESCALATED.value
     # An escalated incident has no attempt left: a next-attempt time would keep it due.
     next_at = (
         row.last_attempt_at + policy.heal_after
@@ -157,5 +207,4 @@ def incident_from_row(row: IncidentRow, policy: Policy) -> Incident:
         recovery_done=row.recovery_done,
         escalated=escalated,
         actions=tuple(policy.rung(k) for k in range(1, attempts + 1)) if policy.ladder else (),
-        id=row.id,
     )

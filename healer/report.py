@@ -1,5 +1,5 @@
-"""What operators read: the per-agent status view and the stats table, from the files and
-the history, whether or not the daemon is running."""
+"""What operators read, rendered: the per-agent status table and the stats table (the
+data comes from healer.view through healer.wiring)."""
 
 from __future__ import annotations
 
@@ -10,66 +10,14 @@ from typing import Any
 
 import click
 
-from healer.adapters.scan import Scanner
-from healer.adapters.store import Store
-from healer.adapters.writer import SelfWriteLedger
-from healer.clock import iso
-from healer.config import Config
+from healer.core.model import Stage
 
-__all__ = ["age", "agent_status", "fit", "live_status", "render_stats", "render_status"]
+__all__ = ["age", "fit", "live_status", "render_stats", "render_status"]
 
 STAGE_COLORS = {
-    "active": "green", "busy": "blue", "healing": "yellow", "recovering": "magenta",
-    "escalated": "red",
+    Stage.ACTIVE: "green", Stage.BUSY: "blue", Stage.HEALING: "yellow",
+    Stage.RECOVERING: "magenta", Stage.ESCALATED: "red", Stage.FLAPPING: "cyan",
 }
-
-
-def _iso(when: float | None) -> str | None:
-    return None if when is None else iso(when)
-
-
-def agent_status(config: Config, store: Store | None, now: float | None = None) -> dict[str, Any]:
-    """SPEC §9 `status --json`: every agent with last activity, silence, stage, attempts."""
-    now = time.time() if now is None else now
-    ledger = SelfWriteLedger()
-    stored: dict[str, float] = {}
-    incidents: dict[str, Any] = {}
-    if store is not None:
-        ledger.load(store.self_writes())
-        stored = store.last_activities()
-        incidents = {row.agent: row for row in store.open_incidents()}
-    scanner = Scanner(config.workspaces, config.is_agent_name, inbox_mode=config.inbox_mode,
-                      is_self=ledger.is_self, max_status_bytes=config.max_status_bytes)
-    rows = []
-    for agent in scanner.agents():
-        found = scanner.scan(agent, now)
-        if found is None:
-            continue
-        row = incidents.get(agent)
-        opened = row.silence_started_at if row is not None else None
-        times = [t for t in (found.last_activity, stored.get(agent), opened) if t is not None]
-        last = min(max(times), now) if times else None
-        if row is not None and last is not None and last > row.silence_started_at:
-            # The agent wrote after its silence began: the incident is over, only not yet
-            # closed (healer is down, or about to see the event). Report what the files say.
-            row = None
-        lease = scanner.lease(agent, config.max_busy_lease, last) if last is not None else None
-        if row is not None:
-            stage = row.stage
-        elif lease is not None and lease > now:
-            stage = "busy"
-        else:
-            stage = "active"
-        rows.append({
-            "agent": agent,
-            "last_activity": _iso(last),
-            "silent_for": round(now - last, 3) if last is not None else None,
-            "stage": stage,
-            "attempts": row.attempts if row is not None else 0,
-            "busy_until": _iso(lease) if lease is not None and lease > now else None,
-            **({"note": found.status_link.value} if found.status_link is not None else {}),
-        })
-    return {"agents": rows}
 
 
 def age(seconds: float | None) -> str:
@@ -99,7 +47,7 @@ def render_status(data: dict[str, Any], *, color: bool = False) -> str:
     for row in data["agents"]:
         stage = f"{row['stage']:<11}"
         if color:
-            stage = click.style(stage, fg=STAGE_COLORS.get(row["stage"]))
+            stage = click.style(stage, fg=STAGE_COLORS.get(Stage(row["stage"])))
         last = (row["last_activity"] or "-")[:19].replace("T", " ")
         lines.append(
             f"{fit(row['agent'], 20):<20} {stage} {age(row['silent_for']):>8} "

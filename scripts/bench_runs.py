@@ -281,8 +281,8 @@ def core_cost(size: int = 10_000, calls: int = 200_000) -> dict[str, Any]:
     reader's in-place classification of a batch (the read itself is not in it)."""
     from watchdog.observers.inotify_c import InotifyEvent
 
+    from healer.adapters.ledger import SelfWriteLedger
     from healer.adapters.watcher import Watcher
-    from healer.adapters.writer import SelfWriteLedger
     from healer.core.monitor import Monitor
     from healer.core.policy import Policy
 

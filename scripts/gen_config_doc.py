@@ -15,6 +15,8 @@ import click
 
 from healer import cli as healer_cli
 from healer import config as cfg
+from healer import config_values
+from healer.core.commands import ON_TRANSITIONS, CommandSpec
 
 __all__ = ["BEGIN", "END", "generate", "main", "readme_section"]
 
@@ -50,7 +52,8 @@ MEANING = {
                         "nothing runs on it.",
     "healing_enabled": "Run the healing ladder at all (off: standard recovery only).",
     "max_attempts": "Ladder attempts before escalation.",
-    "ladder": "Healing actions in order; the seed's switches drop single rungs.",
+    "ladder": "Healing rungs in order: built-in actions or names of `commands`; the seed's "
+              "switches drop single built-in rungs.",
     "auto_recovery": "Reassign a stalled agent's open tasks in the standard recovery.",
     "agent_rescue": "Drop a rescue message in the standard recovery.",
     "inbox_mode": "What counts as activity in inbox/: consume, any or none.",
@@ -66,6 +69,20 @@ MEANING = {
     "alerts.backoff": "First retry delay, doubled on each retry (with jitter).",
     "agents.heal_after": "heal_after for one agent.",
     "agents.recover_after": "recover_after for one agent.",
+    "commands.run": "A named command's argv (a list, never a shell string); placeholders "
+                    "`{agent}` `{agent_dir}` `{attempt}` `{silent_for}` `{transition}`, "
+                    "`{{` for a literal brace.",
+    "commands.timeout": "A named command's process group is killed after this long.",
+    "commands_parallel": "Commands running at once; more wait their turn, off the detection "
+                         "path.",
+    "on": "Commands run at an incident transition: " + ", ".join(ON_TRANSITIONS) + ".",
+    "waiting_alert_after": "Waiting on a human this long sends one `waiting` alert.",
+    "swarm.name": "The swarm's name on its alerts.",
+    "swarm.outage_fraction": "Fraction of agents in an incident at once that is a swarm "
+                             "outage.",
+    "swarm.min_agents": "Fewest agents in an incident at once for a swarm outage.",
+    "flap.incidents": "Incidents within the window that make an agent flapping.",
+    "flap.window": "The flapping window; a whole window without an incident ends it.",
     "poll": "Poll instead of inotify (network filesystems).",
     "dry_run": "Detect and log only; write nothing, not even the history.",
     "metrics_addr": "Serve Prometheus metrics on HOST:PORT.",
@@ -74,9 +91,19 @@ MEANING = {
     "source": "The config file healer reads.",
 }
 
-_DURATIONS = {name for name, parse in cfg._FIELD_PARSERS.items() if parse is cfg._duration}
-_DURATIONS |= {"check_interval", "monitor_interval", "alerts.timeout", "alerts.backoff",
-               "agents.heal_after", "agents.recover_after"}
+_DURATIONS = {name for name, parse in cfg._FIELD_PARSERS.items()
+              if parse is config_values.duration}
+_DURATIONS |= {"check_interval", "monitor_interval", "agents.heal_after", "agents.recover_after",
+               "commands.timeout"}
+_DURATIONS |= {f"{target}.{key}" for target, _cls, keys in cfg._SECTIONS.values()
+               for key, parse in keys.items() if parse is config_values.duration}
+# Config fields shown as one row per sub-setting: field -> the dataclass of one value.
+_EXPANDED: dict[str, type[Any]] = {
+    "alerts": cfg.AlertsConfig, "swarm": cfg.SwarmConfig, "flap": cfg.FlapConfig,
+    "agents": cfg.AgentOverride, "commands": CommandSpec,
+}
+# Defaults that are not a value of the dataclass.
+_DEFAULT_TEXT = {"swarm.name": "the workspace root's folder name", "on": "none"}
 
 
 def _seconds(value: float) -> str:
@@ -106,9 +133,18 @@ def _default(name: str, f: Field[Any]) -> str:
     return str(value)
 
 
+def _load_text(text: str) -> cfg.Config:
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as tmp:
+        tmp.write(text)
+    try:
+        return cfg.load_config(Path(tmp.name), env={})
+    finally:
+        Path(tmp.name).unlink()
+
+
 def _probe(key: str) -> set[str]:
     """The Config fields that setting `key` in a file changes."""
-    base = cfg.Config()
+    base = _load_text("")  # what loading resolves (the swarm's name) is not a change
     changed: set[str] = set()
     head, *rest = key.split(".")
     for value in ("false", "true", "7"):
@@ -116,14 +152,10 @@ def _probe(key: str) -> set[str]:
         for depth, part in enumerate(rest):
             text += "  " * (depth + 1) + part + ":"
             text += "\n" if depth < len(rest) - 1 else f" {value}\n"
-        with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as tmp:
-            tmp.write(text)
         try:
-            loaded = cfg.load_config(Path(tmp.name), env={})
+            loaded = _load_text(text)
         except cfg.ConfigError:
             continue
-        finally:
-            Path(tmp.name).unlink()
         changed |= {f.name for f in fields(cfg.Config)
                     if f.name != "source" and getattr(loaded, f.name) != getattr(base, f.name)}
     if not changed:
@@ -135,11 +167,15 @@ def _file_keys() -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {}
     for key, (_parse, target) in cfg._HEALER_KEYS.items():
         keys.setdefault(target, []).append(f"healer.{key}")
-    for key in cfg._ALERT_KEYS:
-        keys.setdefault(f"alerts.{key}", []).append(f"healer.alerts.{key}")
+    for section, (target, _cls, sub_keys) in cfg._SECTIONS.items():
+        for key in sub_keys:
+            keys.setdefault(f"{target}.{key}", []).append(f"healer.{section}.{key}")
     keys.setdefault("inbox_mode", []).append("healer.activity.inbox")
     for name in ("heal_after", "recover_after"):
         keys.setdefault(f"agents.{name}", []).append(f"healer.agents.<name>.{name}")
+    for name in ("run", "timeout"):
+        keys.setdefault(f"commands.{name}", []).append(f"healer.commands.<name>.{name}")
+    keys.setdefault("on", []).append("healer.on.<transition>")
     seed: dict[str, list[str]] = {}
     for key in SEED_KEYS:
         for target in _probe(key):
@@ -167,10 +203,9 @@ def _cli_flags() -> dict[str, str]:
 def _rows() -> list[tuple[str, Field[Any]]]:
     rows: list[tuple[str, Field[Any]]] = []
     for f in fields(cfg.Config):
-        if f.name == "alerts":
-            rows += [(f"alerts.{sub.name}", sub) for sub in fields(cfg.AlertsConfig)]
-        elif f.name == "agents":
-            rows += [(f"agents.{sub.name}", sub) for sub in fields(cfg.AgentOverride)]
+        if f.name in _EXPANDED:
+            rows += [(f"{f.name}.{sub.name}", sub) for sub in fields(_EXPANDED[f.name])
+                     if sub.name != "name" or f.name != "commands"]
         else:
             rows.append((f.name, f))
     return rows
@@ -201,9 +236,11 @@ def generate() -> str:
             default = "the global value"
         elif name == "source":
             default = f"`{cfg.DEFAULT_CONFIG_PATH}` if present"
+        elif name in _DEFAULT_TEXT:
+            default = _DEFAULT_TEXT[name]
         else:
             default = _default(name, f)
-            default = default if default == "unset" else f"`{default}`"
+            default = default if default in ("unset", "required") else f"`{default}`"
         lines.append(
             f"| `{name}` | {code(keys.get(name, []))} | {code([env[name]] if name in env else [])}"
             f" | {code([flags[name]] if name in flags else [])} | {default} | {MEANING[name]} |"

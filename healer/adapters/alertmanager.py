@@ -14,7 +14,8 @@ from typing import Any
 import structlog
 
 from healer.adapters.delivery import Alert, Poster, Transition, Worker
-from healer.clock import Clock, iso
+from healer.core.isotime import iso
+from healer.ports import Clock
 
 __all__ = ["DEFAULT_TTL", "SEVERITY", "AlertBook", "AlertmanagerWorker", "OpenAlert", "Origin"]
 

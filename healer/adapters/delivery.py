@@ -14,12 +14,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import structlog
 
 from healer import __version__
+from healer.core.model import Transition
 
 __all__ = [
     "HUMAN_TRANSITIONS", "Alert", "Delivery", "Poster", "Transition", "Worker", "retry_after",
@@ -28,21 +28,6 @@ __all__ = [
 _REDACTED = "<redacted>"
 
 log = structlog.get_logger()
-
-
-class Transition(StrEnum):
-    """What happened to an incident (or to the swarm) that the operator's stack hears of."""
-
-    STALLED = "stalled"
-    ESCALATED = "escalated"
-    RECOVERED = "recovered"
-    RESOLVED = "resolved"  # an operator's `healer resolve`, or the agent's folder removed
-    WAITING = "waiting"
-    WAITING_OVER = "waiting_over"  # internal: ends an AgentWaiting alert
-    FLAPPING = "flapping"
-    FLAPPING_OVER = "flapping_over"
-    SWARM_OUTAGE = "swarm_outage"
-    SWARM_RECOVERED = "swarm_recovered"
 
 
 # What a person is told of in a chat or a webhook; the others only end an Alertmanager

@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from healer.core.model import TEMP_MARKER
+from healer.core.model import TEMP_MARKER, is_plain_name
 from healer.errors import ActionError, UnsafePathError
 
 __all__ = [
@@ -58,7 +58,7 @@ _RENAMEAT2 = _load_renameat2()
 
 def check_name(name: str) -> str:
     """`name` if it is one plain path component, else UnsafePathError."""
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
+    if not is_plain_name(name):
         raise UnsafePathError(f"refusing path component {name!r}")
     return name
 

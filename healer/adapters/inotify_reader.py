@@ -20,7 +20,7 @@ from watchdog.observers.inotify_c import (
 )
 
 from healer.core.classify import classify
-from healer.core.model import EventKind
+from healer.core.model import EventKind, FolderEvent, InboxMode
 
 __all__ = ["COALESCE", "COALESCE_MAX", "MASK", "InotifyReader", "make_classifier"]
 
@@ -57,7 +57,7 @@ _CACHE_MAX = 65_536
 
 # (agent, activity, absolute path to ask the self-write ledger about, or None)
 Obs = tuple[str, bool, str | None]
-Emit = Callable[[list[tuple[str, bool]], list[tuple[str, str]], float], None]
+Emit = Callable[[list[tuple[str, bool]], list[tuple[str, FolderEvent]], float], None]
 
 
 class InotifyReader:
@@ -207,7 +207,7 @@ class InotifyReader:
             self._carry = []
         self.batches += 1
         activity: dict[str, bool] = {}
-        folders: list[tuple[str, str]] = []
+        folders: list[tuple[str, FolderEvent]] = []
         paths, cache, is_own = self._paths, self._cache, self._is_own
         last = len(events) - 1
         for i, ev in enumerate(events):
@@ -241,7 +241,7 @@ class InotifyReader:
 
     # -- the slow path: folders, renames, the root, overflow --------------------------------
     def _slow(self, ev: InotifyEvent, activity: dict[str, bool],
-              folders: list[tuple[str, str]]) -> None:
+              folders: list[tuple[str, FolderEvent]]) -> None:
         mask = ev.mask
         if mask & (_Q_OVERFLOW | _IGNORED | _DELETE_SELF | _MOVE_SELF | _UNMOUNT):
             self._watch_event(ev)
@@ -271,7 +271,7 @@ class InotifyReader:
             self._new_folder(rel, activity, folders)
             return
         if is_dir and "/" not in rel and kind is EventKind.DELETED:
-            self._folder(rel, "removed", activity, folders)
+            self._folder(rel, FolderEvent.REMOVED, activity, folders)
             return
         self._note(rel, kind, None, activity)
 
@@ -285,7 +285,7 @@ class InotifyReader:
             self.root_lost = True  # the root itself deleted, moved away or unmounted
 
     def _moved_to(self, cookie: int, rel: str, is_dir: bool, activity: dict[str, bool],
-                  folders: list[tuple[str, str]]) -> None:
+                  folders: list[tuple[str, FolderEvent]]) -> None:
         src_dir = self._moves.pop(cookie, None)
         src = src_dir[0] if src_dir else None
         if not is_dir:
@@ -296,7 +296,7 @@ class InotifyReader:
             return
         moved = self._moved_wds.pop(cookie, None)
         if src is not None and "/" not in src:
-            self._folder(src, "removed", activity, folders)
+            self._folder(src, FolderEvent.REMOVED, activity, folders)
         found: list[tuple[str, bool]] = []
         if moved:  # renamed inside the tree: the same watches, under the new name
             for wd, old in moved:
@@ -309,29 +309,30 @@ class InotifyReader:
         self._cache.clear()
         self._arrived(rel, src, found, activity, folders)
 
-    def _flush_moves(self, activity: dict[str, bool], folders: list[tuple[str, str]]) -> None:
+    def _flush_moves(self, activity: dict[str, bool],
+                     folders: list[tuple[str, FolderEvent]]) -> None:
         """Renames whose other half never came: moved out of the tree, so a deletion."""
         for cookie, (src, is_dir) in self._moves.items():
             moved = self._moved_wds.pop(cookie, None)
             if moved:
                 self._fd.remove_callbacks([(WatchDescriptor(wd), self._id) for wd, _ in moved])
             if is_dir and "/" not in src:
-                self._folder(src, "removed", activity, folders)
+                self._folder(src, FolderEvent.REMOVED, activity, folders)
             else:
                 self._note(src, EventKind.DELETED, None, activity)
         self._moves.clear()
 
     def _new_folder(self, rel: str, activity: dict[str, bool],
-                    folders: list[tuple[str, str]]) -> None:
+                    folders: list[tuple[str, FolderEvent]]) -> None:
         found: list[tuple[str, bool]] = []
         self.watch_tree(rel, found)
         self._cache.clear()
         self._arrived(rel, None, found, activity, folders)
 
     def _arrived(self, rel: str, src: str | None, found: list[tuple[str, bool]],
-                 activity: dict[str, bool], folders: list[tuple[str, str]]) -> None:
+                 activity: dict[str, bool], folders: list[tuple[str, FolderEvent]]) -> None:
         if "/" not in rel:
-            self._folder(rel, "added", activity, folders)
+            self._folder(rel, FolderEvent.ADDED, activity, folders)
         elif src is not None:
             self._note(src, EventKind.MOVED, rel, activity)
         else:
@@ -340,8 +341,8 @@ class InotifyReader:
         for path, _ in found:
             self._note(path, EventKind.CREATED, None, activity, ledger_any=True)
 
-    def _folder(self, agent: str, what: str, activity: dict[str, bool],
-                folders: list[tuple[str, str]]) -> None:
+    def _folder(self, agent: str, what: FolderEvent, activity: dict[str, bool],
+                folders: list[tuple[str, FolderEvent]]) -> None:
         if not self.is_agent(agent):
             return
         if activity:  # keep the order: what happened before the folder event goes first
@@ -369,7 +370,7 @@ class InotifyReader:
         self._on_lost()
 
 
-def make_classifier(is_agent: Callable[[str], bool], inbox_mode: str,
+def make_classifier(is_agent: Callable[[str], bool], inbox_mode: InboxMode,
                     ledger_root: str) -> Callable[[str, EventKind, str | None], tuple[Obs, ...]]:
     """classify() bound to the config, with the paths the self-write ledger must vet."""
     prefix = ledger_root + os.sep

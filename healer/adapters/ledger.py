@@ -1,5 +1,6 @@
 """The ledger of healer's own writes: which file versions healer itself put on disk, so
-that neither the watcher nor a scan takes them for an agent's activity."""
+that neither the watcher nor a scan (nor a restart, from the history) takes them for an
+agent's activity. Shared by the writer, the scanner and the watcher."""
 
 from __future__ import annotations
 

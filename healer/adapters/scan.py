@@ -13,7 +13,8 @@ from pathlib import Path
 
 from healer.adapters.fsops import open_dirs
 from healer.adapters.statusfile import StatusRead, read_snapshot
-from healer.core.model import STATUS_FILE, is_own_temp_name
+from healer.core.heartbeat import HEARTBEAT_FILE
+from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name
 from healer.core.statusdoc import parse_busy_until
 from healer.errors import ActionError
 
@@ -51,7 +52,7 @@ class Scanner:
         root: Path,
         is_agent: Callable[[str], bool],
         *,
-        inbox_mode: str = "consume",
+        inbox_mode: InboxMode = InboxMode.CONSUME,
         is_self: IsSelf = lambda path, st: False,
         max_status_bytes: int = 1 << 20,
     ) -> None:
@@ -134,12 +135,19 @@ class Scanner:
         mtime = self._status_mtime(agent, f"{folder}/{STATUS_FILE}", link)
         if mtime is not None:
             yield mtime
+        try:
+            # healer never writes heartbeat.json, so every version of it is the agent's.
+            beat: os.stat_result | None = os.lstat(f"{folder}/{HEARTBEAT_FILE}")
+        except OSError:
+            beat = None
+        if beat is not None:
+            yield beat.st_mtime
         yield from self._tree(f"{folder}/devlogs", include_dirs=True, top=True)
-        if self.inbox_mode == "any":
+        if self.inbox_mode == InboxMode.ANY:
             # Not the inbox's own mtime: healer's rescue messages change it too, and a
             # folder's mtime cannot say who wrote. Its files and subfolders can.
             yield from self._tree(f"{folder}/inbox", include_dirs=True, top=False)
-        elif self.inbox_mode == "consume":
+        elif self.inbox_mode == InboxMode.CONSUME:
             # A message filed into a subfolder changes that subfolder's mtime; the top of
             # the inbox also changes when mail arrives, so it cannot tell us anything.
             yield from self._tree(f"{folder}/inbox", include_dirs=True, top=False, files=False)

@@ -5,7 +5,6 @@ exception), and aware of the text form the agent wrote, which healer writes back
 
 from __future__ import annotations
 
-import enum
 import errno
 import json
 import os
@@ -21,6 +20,7 @@ from healer.adapters.fsops import Identity, identity_of, read_all
 from healer.adapters.jsontext import UTF8, TextForm
 from healer.core.model import STATUS_FILE
 from healer.errors import ActionError, UnsafePathError
+from healer.ports import ReadKind
 
 __all__ = [
     "ReadKind",
@@ -43,17 +43,6 @@ _SALVAGED = ("agent_name", "current_mission")
 # such a document recurse in Python and overflow the stack long before; no status.json
 # of a real agent comes near this.
 MAX_DEPTH = 100
-
-
-class ReadKind(enum.StrEnum):
-    """What one read of status.json found."""
-
-    OK = "ok"
-    MISSING = "missing"
-    TOO_LARGE = "too_large"
-    INVALID = "invalid"  # read, but not a JSON object healer can parse
-    NOT_REGULAR = "not_regular"
-    IO = "io"
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ from watchdog.events import (
 from watchdog.observers.polling import PollingObserver
 
 from healer.adapters.inotify_reader import InotifyReader, make_classifier
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.prefetch import PROBE, Prefetch
-from healer.adapters.writer import SelfWriteLedger
 from healer.core.classify import classify
-from healer.core.model import EventKind
+from healer.core.model import EventKind, FolderEvent, InboxMode
 
 __all__ = ["Change", "Watcher", "watches_left"]
 
@@ -67,12 +67,12 @@ _KINDS: dict[str, EventKind] = {
 @dataclass(frozen=True, slots=True)
 class Change:
     """One thing the main loop must apply: activity of an agent, or an agent folder that
-    appeared (`folder="added"`) or went away (`folder="removed"`)."""
+    appeared or went away (`folder`)."""
 
     agent: str
     when: float
     activity: bool
-    folder: str | None = None
+    folder: FolderEvent | None = None
 
 
 class _Handler(FileSystemEventHandler):
@@ -114,7 +114,7 @@ class Watcher:
         *,
         is_agent: Callable[[str], bool],
         ledger: SelfWriteLedger,
-        inbox_mode: str = "consume",
+        inbox_mode: InboxMode = InboxMode.CONSUME,
         poll: bool = False,
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
@@ -151,11 +151,11 @@ class Watcher:
         self._reconfigure()
 
     @property
-    def inbox_mode(self) -> str:
+    def inbox_mode(self) -> InboxMode:
         return self._inbox_mode
 
     @inbox_mode.setter
-    def inbox_mode(self, value: str) -> None:
+    def inbox_mode(self, value: InboxMode) -> None:
         self._inbox_mode = value
         self._reconfigure()
 
@@ -283,7 +283,7 @@ class Watcher:
         self.wake.set()
 
     # -- the reader thread ----------------------------------------------------------------
-    def _emit(self, activity: list[tuple[str, bool]], folders: list[tuple[str, str]],
+    def _emit(self, activity: list[tuple[str, bool]], folders: list[tuple[str, FolderEvent]],
               when: float) -> None:
         append = self.changes.append
         for agent, what in folders:
@@ -338,13 +338,13 @@ class Watcher:
         handled = False
         if src and os.sep not in src and self.is_agent(src):
             if kind in (EventKind.DELETED, EventKind.MOVED):
-                self.changes.append(Change(src, now, False, folder="removed"))
+                self.changes.append(Change(src, now, False, folder=FolderEvent.REMOVED))
                 handled = True
             elif kind is EventKind.CREATED:
-                self.changes.append(Change(src, now, False, folder="added"))
+                self.changes.append(Change(src, now, False, folder=FolderEvent.ADDED))
                 handled = True
         if dest and os.sep not in dest and self.is_agent(dest):
-            self.changes.append(Change(dest, now, False, folder="added"))
+            self.changes.append(Change(dest, now, False, folder=FolderEvent.ADDED))
             handled = True
         if handled:
             self.wake.set()

@@ -1,5 +1,8 @@
 """The only way healer writes into a workspace: atomic, inside the root, never through a
 symlink, never over an agent's newer write; each write noted in the ledger of healer's own.
+
+Past ~300 lines because the swap, its undo and the link-if-absent belong together: each
+step's correctness depends on what the step before it recorded in the ledger.
 """
 
 from __future__ import annotations
@@ -39,22 +42,18 @@ from healer.adapters.statusfile import (
     salvage,
     still_same,
 )
-from healer.clock import Clock, SystemClock
-from healer.core.model import ESCALATION_MARKER, STATUS_FILE, is_own_temp_name
+from healer.clock import SystemClock
+from healer.core.model import ESCALATION_MARKER, STATUS_FILE, free_name, is_own_temp_name
 from healer.errors import ActionError, UnsafePathError, WriteConflictError
+from healer.ports import Clock, ReadKind
 
-__all__ = [
-    "Identity",
-    "SafeWriter",
-    "SelfWriteLedger",
-    "StatusRead",
-    "WriteResult",
-    "identity_of",
-]
+__all__ = ["SafeWriter", "WriteResult"]
 
 log = structlog.get_logger()
 
 Doc = dict[str, Any]
+# A missing file is not healer's to invent; the others are not parsed.
+_UNWRITABLE = (ReadKind.MISSING, ReadKind.TOO_LARGE, ReadKind.NOT_REGULAR, ReadKind.IO)
 
 
 def _utf8(text: str) -> bytes:
@@ -64,14 +63,13 @@ def _utf8(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What update_status wrote (or, in dry-run, would have written)."""
+    """What update_status wrote (or, in dry-run, would have written), after how many tries."""
 
     path: Path
     doc: Doc
     tries: int
     backup: Path | None = None
     dry_run: bool = False
-    replaced: Identity | None = None
 
 
 class SafeWriter:
@@ -127,10 +125,9 @@ class SafeWriter:
         with self._dir(agent, ()) as dfd:
             for attempt in range(1, self.max_tries + 1):
                 snap = self._snapshot(dfd, agent)
-                if snap.kind in ("missing", "too_large", "not_regular", "io"):
-                    # A missing file is not healer's to invent; the others are not parsed.
+                if snap.kind in _UNWRITABLE:
                     raise ActionError(f"not updating {path}: {snap.error}")
-                if snap.kind == "invalid":
+                if snap.kind is ReadKind.INVALID:
                     alog.warning("status_unparseable", path=str(path), error=snap.error)
                     if not backup:
                         self._refuse_unreadable(dfd, agent, snap, alog)
@@ -147,7 +144,7 @@ class SafeWriter:
                         bak = self._backup(dfd, agent, snap)
                         alog.info("status_backed_up", path=str(path), backup=str(bak))
                     if self._replace(dfd, path, data, snap, alog):
-                        return WriteResult(path, new, attempt, backup=bak, replaced=snap.identity)
+                        return WriteResult(path, new, attempt, backup=bak)
                 alog.info("status_write_conflict", path=str(path), attempt=attempt)
         raise WriteConflictError(
             f"{path} changed under each of {self.max_tries} attempts; left as the agent wrote it"
@@ -381,12 +378,14 @@ class SafeWriter:
         stamp = datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{STATUS_FILE}.bak.{stamp}"
         tmp, st = self._temp(dfd, STATUS_FILE, snap.raw or b"", snap.stat)
+        taken: set[str] = set()
         try:
-            for n in range(1, 1000):
-                name = base if n == 1 else f"{base}_{n}"
+            for _ in range(999):
+                name = free_name(base, taken, suffix="")
                 path = self.root / agent / name
                 if self._link(dfd, path, tmp, name, st, self.ledger.get(path)):
                     return path
+                taken.add(name)
         finally:
             unlink_quiet(dfd, tmp)
         raise ActionError(f"no free backup name for {self.root / agent / base}")

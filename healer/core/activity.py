@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["ActivityTable"]
+__all__ = ["ActivityTable", "merged_last_activity"]
 
 
 class ActivityTable:
@@ -41,3 +41,11 @@ class ActivityTable:
 
     def items(self) -> list[tuple[str, float]]:
         return list(self._last.items())
+
+
+def merged_last_activity(*known: float | None, now: float) -> float | None:
+    """An agent's last activity from everything that knows of it (its files, the saved
+    table, an open incident's silence start): the newest, never in the future; None when
+    nothing knows. The rule for the daemon's start, `check` and `status` alike."""
+    times = [t for t in known if t is not None]
+    return min(max(times), now) if times else None

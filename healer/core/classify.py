@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from healer.core.model import STATUS_FILE, EventKind, Observation, is_own_temp_name
+from healer.core.heartbeat import HEARTBEAT_FILE
+from healer.core.model import STATUS_FILE, EventKind, InboxMode, Observation, is_own_temp_name
 
 __all__ = ["classify", "split_path"]
 
 INBOX = "inbox"
 DEVLOGS = "devlogs"
+# The agent's own files at the top of its folder: any write to one is its activity.
+_TOP_FILES = (STATUS_FILE, HEARTBEAT_FILE)
 
 
 def split_path(relpath: str) -> tuple[str, ...]:
@@ -18,7 +21,7 @@ def split_path(relpath: str) -> tuple[str, ...]:
 
 
 def _is_activity_file(parts: tuple[str, ...]) -> bool:
-    if len(parts) == 2 and parts[1] == STATUS_FILE:
+    if len(parts) == 2 and parts[1] in _TOP_FILES:
         return True
     return len(parts) >= 2 and parts[1] == DEVLOGS
 
@@ -30,27 +33,27 @@ def _inbox_depth(parts: tuple[str, ...]) -> int | None:
     return None
 
 
-def _single(parts: tuple[str, ...], kind: EventKind, inbox_mode: str) -> bool:
+def _single(parts: tuple[str, ...], kind: EventKind, inbox_mode: InboxMode) -> bool:
     if _is_activity_file(parts):
         return True
     depth = _inbox_depth(parts)
-    if depth is None or inbox_mode == "none":
+    if depth is None or inbox_mode == InboxMode.NONE:
         return False
-    if inbox_mode == "any":
+    if inbox_mode == InboxMode.ANY:
         return True
     # consume: a message vanishing is the agent reading it; a file appearing or being
     # written is mail from someone else.
     return kind is EventKind.DELETED
 
 
-def _move(src: tuple[str, ...], dest: tuple[str, ...], inbox_mode: str) -> bool:
+def _move(src: tuple[str, ...], dest: tuple[str, ...], inbox_mode: InboxMode) -> bool:
     if _is_activity_file(src) or _is_activity_file(dest):
         return True
     src_depth, dest_depth = _inbox_depth(src), _inbox_depth(dest)
     if src_depth is None and dest_depth is None:
         return False
-    if inbox_mode != "consume":
-        return inbox_mode == "any"
+    if inbox_mode != InboxMode.CONSUME:
+        return inbox_mode == InboxMode.ANY
     if src_depth == 1 and dest_depth == 1:
         return False  # a sender's temp file renamed into place: delivery, not consumption
     if src_depth is None:
@@ -64,12 +67,13 @@ def classify(
     kind: EventKind,
     *,
     dest: str | None = None,
-    inbox_mode: str = "consume",
+    inbox_mode: InboxMode = InboxMode.CONSUME,
     is_agent: Callable[[str], bool] = lambda name: True,
 ) -> tuple[Observation, ...]:
     """Observations for one event; a rename may touch two agents. Never raises.
 
     Events on healer's own temp files (and renames out of them) are not observed at all.
+    `inbox_mode` is compared by value, so the plain string of a mode works as well.
     """
     src = split_path(relpath)
     if not src or not is_agent(src[0]) or is_own_temp_name(src[-1]):

@@ -94,14 +94,18 @@ class Monitor:
                 out.append(agent)
         return out
 
-    def evaluate(self, agent: str, now: float, lease_until: float | None = None) -> Decision:
-        """Run the policy for a due agent and keep its result."""
+    def evaluate(
+        self, agent: str, now: float, lease_until: float | None = None, *, acting: bool = True
+    ) -> Decision:
+        """Run the policy for a due agent and keep its result; `acting=False` detects and
+        reports the stall but runs no step of either pipeline (a flapping agent)."""
         last = self.table.get(agent)
         if last is None:
             return Decision(None, (), None)
-        decision = decide(
-            agent, last, self._incidents.get(agent), now, self._policy_for(agent), lease_until
-        )
+        policy = self._policy_for(agent)
+        if not acting:
+            policy = replace(policy, acting=False)
+        decision = decide(agent, last, self._incidents.get(agent), now, policy, lease_until)
         if decision.busy and lease_until is not None:
             self._hold[agent] = lease_until
         elif decision.incident is None and decision.next_at is not None:
@@ -132,18 +136,16 @@ class Monitor:
         if agent in self.table:
             self._arm(agent)
 
-    def attach_id(self, agent: str, incident_id: int) -> None:
-        """Remember the durable id the store gave a newly opened incident."""
-        incident = self._incidents.get(agent)
-        if incident is not None and incident.id is None:
-            self._incidents[agent] = replace(incident, id=incident_id)
-
     # -- views --------------------------------------------------------------------
     def incident(self, agent: str) -> Incident | None:
         return self._incidents.get(agent)
 
     def incidents(self) -> dict[str, Incident]:
         return dict(self._incidents)
+
+    def incident_count(self) -> int:
+        """How many agents are in an open incident (asked at every step: no copy)."""
+        return len(self._incidents)
 
     def stage(self, agent: str, now: float) -> Stage:
         hold = self._hold.get(agent)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["IncidentCounts", "RecentAction", "Tally", "iso_utc", "success_rate", "summarize"]
+from healer.core.isotime import iso
+
+__all__ = ["IncidentCounts", "RecentAction", "Tally", "success_rate", "summarize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +60,6 @@ def success_rate(successful: int, failed: int) -> float:
     return round(100.0 * successful / settled, 2)
 
 
-def iso_utc(ts: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with a `Z`, to the millisecond."""
-    stamp = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
-
-
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -105,7 +100,7 @@ def summarize(
         "mttr_seconds": _seconds(mttr_seconds),
         "recent_actions": [
             {
-                "timestamp": iso_utc(a.ts),
+                "timestamp": iso(a.ts, "milliseconds"),
                 "agent": a.agent,
                 "pipeline": a.pipeline,
                 "action": a.action,

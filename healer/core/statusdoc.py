@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from healer.core.isotime import iso
+
 __all__ = [
     "DEFAULT_STATUS",
     "apply_clear_stuck_tasks",
@@ -55,11 +57,7 @@ _FINISHED_STATES = frozenset({"complete", "completed", "done", "finished", "clos
 
 def as_iso(now: Now) -> str:
     """An ISO 8601 UTC string for `now` (strings are taken as already formatted)."""
-    if isinstance(now, str):
-        return now
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    return now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return now if isinstance(now, str) else iso(now, "seconds")
 
 
 def is_finished(task: Any) -> bool:

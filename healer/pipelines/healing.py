@@ -3,17 +3,19 @@ success: that is decided later, by the agent coming back (SPEC §3)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from healer.adapters.writer import SafeWriter
-from healer.clock import iso
 from healer.core import statusdoc
+from healer.core.isotime import iso
+from healer.core.model import HealAction
 from healer.errors import ActionError
 from healer.pipelines.messages import rescue_filename, rescue_message
+from healer.ports import StatusStore
 
-__all__ = ["ActionOutcome", "Context", "apply_rung", "drop_rescue"]
+__all__ = ["ADVICE", "ActionOutcome", "Context", "apply_rung", "drop_rescue"]
 
 ADVICE = {
     "clear_stuck_tasks": (
@@ -48,13 +50,16 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class ActionOutcome:
+    """An action applied (`ok`) or not (`error` says why); applying is not success.
+    `detail` says what it did (a reassignment: to whom, how many tasks)."""
+
     action: str
     ok: bool
     error: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
 
 
-def drop_rescue(writer: SafeWriter, ctx: Context, advice: str) -> str:
+def drop_rescue(writer: StatusStore, ctx: Context, advice: str) -> str:
     """Write a rescue message into the agent's inbox; returns its file name."""
     text = rescue_message(
         ctx.agent, iso(ctx.now), ctx.silent_for, iso(ctx.last_activity), ctx.tried, advice
@@ -66,38 +71,36 @@ def drop_rescue(writer: SafeWriter, ctx: Context, advice: str) -> str:
     return path.name
 
 
-def apply_rung(writer: SafeWriter, action: str, ctx: Context) -> ActionOutcome:
+def apply_rung(writer: StatusStore, action: str, ctx: Context) -> ActionOutcome:
     """Run one rung; errors become a failed outcome, never an exception."""
-    now = iso(ctx.now)
-    detail: dict[str, Any] = {}
     try:
-        if action == "force_update":
-            writer.update_status(
-                ctx.agent, lambda d: statusdoc.apply_force_update(d, now, ctx.attempt)
-            )
-        elif action == "clear_stuck_tasks":
-            moved: list[Any] = []
-
-            def clear(doc: dict[str, Any]) -> dict[str, Any]:
-                new, tasks = statusdoc.apply_clear_stuck_tasks(doc, now, ctx.attempt)
-                moved[:] = tasks
-                return new
-
-            writer.update_status(ctx.agent, clear)
-            detail["cleared"] = len(moved)
-            detail["rescue"] = drop_rescue(writer, ctx, ADVICE[action])
-        elif action == "reset_status":
-            result = writer.update_status(
-                ctx.agent,
-                lambda d: statusdoc.apply_reset_status(d, now, ctx.attempt),
-                backup=True,
-            )
-            detail["backup"] = result.backup.name if result.backup else None
-            detail["rescue"] = drop_rescue(writer, ctx, ADVICE[action])
-        else:
-            raise ActionError(f"unknown healing action {action!r}")
+        rung = HealAction(action)
+    except ValueError:
+        return ActionOutcome(action, False, f"unknown healing action {action!r}")
+    now = iso(ctx.now)
+    try:
+        match rung:
+            case HealAction.FORCE_UPDATE:
+                writer.update_status(
+                    ctx.agent, lambda d: statusdoc.apply_force_update(d, now, ctx.attempt)
+                )
+            case HealAction.CLEAR_STUCK_TASKS:
+                writer.update_status(ctx.agent, lambda d: _cleared(d, now, ctx.attempt))
+                drop_rescue(writer, ctx, ADVICE[action])
+            case HealAction.RESET_STATUS:
+                writer.update_status(
+                    ctx.agent,
+                    lambda d: statusdoc.apply_reset_status(d, now, ctx.attempt),
+                    backup=True,
+                )
+                drop_rescue(writer, ctx, ADVICE[action])
     except ActionError as exc:
-        return ActionOutcome(action, False, str(exc), detail)
+        return ActionOutcome(action, False, str(exc))
     except OSError as exc:
-        return ActionOutcome(action, False, f"{type(exc).__name__}: {exc}", detail)
-    return ActionOutcome(action, True, None, detail)
+        return ActionOutcome(action, False, f"{type(exc).__name__}: {exc}")
+    return ActionOutcome(action, True)
+
+
+def _cleared(doc: dict[str, Any], now: str, attempt: int) -> dict[str, Any]:
+    new, _moved = statusdoc.apply_clear_stuck_tasks(doc, now, attempt)
+    return new

@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from healer.core.model import RESCUE_PREFIX
+from healer.core.model import RESCUE_PREFIX, free_name
 
 __all__ = [
     "escalation_marker",
@@ -108,10 +108,4 @@ def rescue_filename(now: datetime, existing: Collection[str]) -> str:
     """`HEALER_RESCUE_<YYYYMMDD_HHMMSS>.md`, then `_2`, `_3`… while the name is taken."""
     if now.tzinfo is not None:
         now = now.astimezone(UTC)
-    stem = f"{RESCUE_PREFIX}{now:%Y%m%d_%H%M%S}"
-    name = f"{stem}.md"
-    n = 1
-    while name in existing:
-        n += 1
-        name = f"{stem}_{n}.md"
-    return name
+    return free_name(f"{RESCUE_PREFIX}{now:%Y%m%d_%H%M%S}", existing)

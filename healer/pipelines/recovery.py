@@ -5,17 +5,18 @@ itself already sent it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
-from healer.adapters.fsops import Identity
-from healer.adapters.writer import SafeWriter
-from healer.clock import iso
 from healer.core import statusdoc
+from healer.core.isotime import iso
+from healer.core.model import RecoveryAction, free_name
 from healer.errors import ActionError, StoreError
 from healer.pipelines.healing import ADVICE, ActionOutcome, Context, drop_rescue
 from healer.pipelines.messages import reassignment_message
+from healer.ports import Identity, StatusStore
 
 __all__ = ["MAX_CANDIDATES", "SentTasks", "reassign_tasks", "rescue"]
 
@@ -27,12 +28,12 @@ log = structlog.get_logger()
 MAX_CANDIDATES = 64
 
 
-def rescue(writer: SafeWriter, ctx: Context) -> ActionOutcome:
+def rescue(writer: StatusStore, ctx: Context) -> ActionOutcome:
     try:
-        name = drop_rescue(writer, ctx, ADVICE["recovery"])
+        drop_rescue(writer, ctx, ADVICE["recovery"])
     except (ActionError, OSError) as exc:
-        return ActionOutcome("rescue_message", False, str(exc))
-    return ActionOutcome("rescue_message", True, None, {"rescue": name})
+        return ActionOutcome(RecoveryAction.RESCUE_MESSAGE, False, str(exc))
+    return ActionOutcome(RecoveryAction.RESCUE_MESSAGE, True)
 
 
 class SentTasks(Protocol):
@@ -58,7 +59,7 @@ def _sent_to(sent: SentTasks | None, agent: str, status: Identity | None) -> int
 
 
 def _least_loaded(
-    writer: SafeWriter, candidates: Sequence[str], sent: SentTasks | None
+    writer: StatusStore, candidates: Sequence[str], sent: SentTasks | None
 ) -> tuple[str, Identity | None] | None:
     """The candidate holding the fewest tasks: the open ones in its status.json, plus those
     healer sent it since that file last changed (the agent has not taken them up in it)."""
@@ -80,7 +81,7 @@ def _least_loaded(
 
 
 def reassign_tasks(
-    writer: SafeWriter, ctx: Context, candidates: Sequence[str], sent: SentTasks | None = None
+    writer: StatusStore, ctx: Context, candidates: Sequence[str], sent: SentTasks | None = None
 ) -> ActionOutcome:
     """Hand the open tasks to the least-loaded active agent (see `_least_loaded`); without
     `sent`, only the files say who holds what, and one agent may receive everything.
@@ -95,18 +96,18 @@ def reassign_tasks(
             raise ActionError(f"status.json of {ctx.agent} unreadable: {read.error or read.kind}")
         tasks = statusdoc.open_tasks(read.doc)
         if not tasks:
-            return ActionOutcome("reassign_tasks", True, None, {"tasks": 0})
+            return ActionOutcome(RecoveryAction.REASSIGN_TASKS, True, None, {"tasks": 0})
         picked = _least_loaded(writer, [c for c in candidates if c != ctx.agent], sent)
         if picked is None:
             raise ActionError("no active agent to take the tasks")
         target, target_status = picked
-        text = reassignment_message(target, ctx.agent, tasks, iso(ctx.now))
         moment = iso(ctx.now)
-        stamp = moment.replace("-", "").replace(":", "")[:15]
+        text = reassignment_message(target, ctx.agent, tasks, moment)
+        stamp = f"{datetime.fromtimestamp(ctx.now, UTC):%Y%m%dT%H%M%S}"
         message = writer.write_unique(
             target,
             "inbox",
-            lambda taken: _free_name(f"HEALER_REASSIGN_{ctx.agent}_{stamp}", taken),
+            lambda taken: free_name(f"HEALER_REASSIGN_{ctx.agent}_{stamp}", taken),
             text,
         )
         moved = list(tasks)
@@ -124,15 +125,6 @@ def reassign_tasks(
 
         writer.update_status(ctx.agent, record)
     except (ActionError, OSError) as exc:
-        return ActionOutcome("reassign_tasks", False, str(exc))
-    return ActionOutcome(
-        "reassign_tasks", True, None, {"tasks": len(moved), "to": target, "message": message.name}
-    )
-
-
-def _free_name(stem: str, taken: Any) -> str:
-    name, n = f"{stem}.md", 1
-    while name in taken:
-        n += 1
-        name = f"{stem}_{n}.md"
-    return name
+        return ActionOutcome(RecoveryAction.REASSIGN_TASKS, False, str(exc))
+    detail = {"tasks": len(moved), "to": target, "message": message.name}
+    return ActionOutcome(RecoveryAction.REASSIGN_TASKS, True, None, detail)

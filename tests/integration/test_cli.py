@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from healer.adapters.metrics import parse_addr
 from healer.adapters.store import Store
+from healer.config import parse_addr
 from healer.core.model import ESCALATION_MARKER
 from healer.errors import ConfigError
 from tests.conftest import STATUS_FIXTURES, make_agent
@@ -190,7 +190,7 @@ class TestMetrics:
                 families.update(scrape())
                 stages = {s.labels["stage"]: s.value for s in families["healer_agents"].samples}
                 return stages == {"active": 1, "busy": 1, "healing": 1, "recovering": 0,
-                                  "escalated": 1}
+                                  "escalated": 1, "flapping": 0}
 
             assert poll_until(settled, timeout=10, interval=0.1)
         silence = {s.labels["agent"]: s.value

@@ -24,13 +24,16 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.store import Store
-from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.adapters.writer import SafeWriter
 from healer.config import Config
 from healer.core import statusdoc
 from healer.core.model import TEMP_MARKER, is_own_temp_name
-from healer.engine import HISTORY_PAUSE, STALE_TEMP_AGE, Engine
+from healer.history import HISTORY_PAUSE
 from healer.testing import FakeClock
+from healer.tracker import STALE_TEMP_AGE
+from healer.wiring import build_engine
 from tests.conftest import make_agent
 from tests.integration.daemon import at, poll_until, running_daemon, watch_args
 
@@ -60,7 +63,7 @@ class Rig:
         self.config = Config(workspaces=root, heal_after=HEAL, recover_after=100.0, tick=0.1,
                              state_dir=state, **overrides)
         self.store = Store.open(state / "healer.db", clock=self.clock)
-        self.engine = Engine(self.config, self.clock, store=self.store)
+        self.engine = build_engine(self.config, self.clock, store=self.store)
 
     def age_all(self, seconds: float = 10.0) -> None:
         for folder in self.root.iterdir():
@@ -152,14 +155,14 @@ class TestCrashLeftovers:
         """Engine.start sweeps temps older than STALE_TEMP_AGE; a younger one may be a live
         write (the daemon's, while `check --now` starts beside it) and is kept."""
         old, fresh = self._leftovers(tmp_path / "ws")
-        Engine(Config(workspaces=tmp_path / "ws"), FakeClock(start=time.time())).start()
+        build_engine(Config(workspaces=tmp_path / "ws"), FakeClock(start=time.time())).start()
         assert not old.exists() and fresh.exists()
 
     @pytest.mark.parametrize("how", ["read_only_check", "dry_run"])
     def test_an_engine_that_may_not_write_leaves_them(self, tmp_path: Path, how: str) -> None:
         old, _ = self._leftovers(tmp_path / "ws")
         config = Config(workspaces=tmp_path / "ws", dry_run=how == "dry_run")
-        Engine(config, FakeClock(start=time.time()), record=how == "dry_run").start()
+        build_engine(config, FakeClock(start=time.time()), record=how == "dry_run").start()
         assert old.exists()
 
 
@@ -382,7 +385,7 @@ class TestLockedHistory:
         rig = Rig(root, tmp_path / "state")
         rig.store.close()
         rig.store = Store.open(tmp_path / "state" / "healer.db", clock=rig.clock, timeout=0.1)
-        rig.engine = Engine(rig.config, rig.clock, store=rig.store)
+        rig.engine = build_engine(rig.config, rig.clock, store=rig.store)
         rig.age_all()
         rig.engine.start()
         holder = sqlite3.connect(rig.store.path, isolation_level=None)

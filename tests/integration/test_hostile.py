@@ -21,14 +21,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from healer.adapters.fsops import exchange
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.scan import Scanner
-from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.adapters.writer import SafeWriter
 from healer.config import AgentOverride, Config
 from healer.core import statusdoc
 from healer.core.model import ESCALATION_MARKER
-from healer.engine import Engine
 from healer.errors import ActionError
 from healer.testing import FakeClock
+from healer.wiring import build_engine
 from tests.conftest import make_agent
 from tests.integration.daemon import at, running_daemon, watch_args
 
@@ -61,7 +62,7 @@ def run_ladder(root: Path, seconds: float = 12.0, active: tuple[str, ...] = ()) 
     never = AgentOverride(heal_after=1e6, recover_after=1e6)
     config = Config(workspaces=root, heal_after=HEAL, recover_after=RECOVER, tick=0.1,
                     agents=dict.fromkeys(active, never))
-    engine = Engine(config, clock)
+    engine = build_engine(config, clock)
     with capture_logs() as logs:
         engine.start()
         for _ in range(int(seconds / 0.5)):

@@ -16,9 +16,11 @@ import pytest
 from watchdog.observers.inotify_c import InotifyEvent, InotifyFD
 
 from healer.adapters import inotify_reader, prefetch
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.prefetch import Prefetch
 from healer.adapters.watcher import Change, Watcher
-from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.adapters.writer import SafeWriter
+from healer.core.model import FolderEvent, InboxMode
 from tests.conftest import make_agent
 from tests.integration.daemon import poll_until
 
@@ -38,7 +40,7 @@ def ledger() -> SelfWriteLedger:
 
 @pytest.fixture
 def watch(root: Path, ledger: SelfWriteLedger) -> Iterator[Watcher]:
-    watcher = Watcher(root, is_agent=is_agent, ledger=ledger, inbox_mode="consume")
+    watcher = Watcher(root, is_agent=is_agent, ledger=ledger, inbox_mode=InboxMode.CONSUME)
     watcher.start()
     yield watcher
     watcher.close()
@@ -55,7 +57,8 @@ class Seen:
         self.changes += self.watcher.drain()
         return self.changes
 
-    def wait(self, agent: str, *, activity: bool | None = None, folder: str | None = None,
+    def wait(self, agent: str, *, activity: bool | None = None,
+             folder: FolderEvent | None = None,
              timeout: float = SOON) -> Change:
         def match() -> Change | None:
             for c in self.pull():
@@ -140,7 +143,7 @@ class TestNewFolders:
         folder.mkdir()
         (folder / "devlogs").mkdir()
         (folder / "devlogs" / "first.md").write_text("- one\n")
-        seen.wait("Agent-7", folder="added")
+        seen.wait("Agent-7", folder=FolderEvent.ADDED)
         seen.wait("Agent-7", activity=True)
         seen.settle()
         with (folder / "devlogs" / "first.md").open("a") as fh:
@@ -166,7 +169,7 @@ class TestNewFolders:
     ) -> None:
         staged = make_agent(tmp_path / "staging", "Agent-4")
         shutil.move(str(staged), str(root / "Agent-4"))
-        seen.wait("Agent-4", folder="added")
+        seen.wait("Agent-4", folder=FolderEvent.ADDED)
         seen.settle()
         with (root / "Agent-4" / "devlogs" / "log.md").open("a") as fh:
             fh.write("- moved in, then written\n")
@@ -178,8 +181,8 @@ class TestNewFolders:
         make_agent(root, "Agent-1")
         seen.settle()
         os.rename(root / "Agent-1", root / "Agent-2")
-        seen.wait("Agent-1", folder="removed")
-        seen.wait("Agent-2", folder="added")
+        seen.wait("Agent-1", folder=FolderEvent.REMOVED)
+        seen.wait("Agent-2", folder=FolderEvent.ADDED)
         seen.settle()
         (root / "Agent-2" / "status.json").write_text("{}")
         change = seen.wait("Agent-2", activity=True)
@@ -191,7 +194,7 @@ class TestNewFolders:
         make_agent(root, "Agent-1")
         seen.settle()
         os.rename(root / "Agent-1", tmp_path / "gone")
-        seen.wait("Agent-1", folder="removed")
+        seen.wait("Agent-1", folder=FolderEvent.REMOVED)
         (tmp_path / "gone" / "status.json").write_text("{}")
         time.sleep(0.3)
         assert not seen.activity("Agent-1")
@@ -213,7 +216,7 @@ class TestOwnWrites:
         self, root: Path, ledger: SelfWriteLedger
     ) -> None:
         folder = make_agent(root, "Agent-1")
-        watcher = Watcher(root, is_agent=is_agent, ledger=ledger, inbox_mode="any")
+        watcher = Watcher(root, is_agent=is_agent, ledger=ledger, inbox_mode=InboxMode.ANY)
         watcher.start()
         try:
             seen = Seen(watcher)
@@ -346,7 +349,7 @@ class TestSymlinkedRoot:
             folder.mkdir()
             (folder / "inbox").mkdir()
             (folder / "inbox" / "task.md").write_text("# do it\n")
-            seen.wait("Agent-3", folder="added")
+            seen.wait("Agent-3", folder=FolderEvent.ADDED)
             seen.settle()
             (folder / "inbox" / "task.md").unlink()  # an inbox-only agent's consume
             seen.wait("Agent-3", activity=True)
@@ -369,7 +372,7 @@ class TestSymlinkedRoot:
             watcher.restart()  # what the daemon's _follow_root does on a new identity
             assert watcher.root == second.resolve()
             make_agent(link, "Agent-5")
-            Seen(watcher).wait("Agent-5", folder="added")
+            Seen(watcher).wait("Agent-5", folder=FolderEvent.ADDED)
         finally:
             watcher.close()
 

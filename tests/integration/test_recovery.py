@@ -11,8 +11,9 @@ import pytest
 
 from healer.adapters import jsontext
 from healer.adapters.jsontext import TextForm
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.store import Store
-from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.adapters.writer import SafeWriter
 from healer.history import History
 from healer.pipelines import recovery
 from healer.pipelines.healing import ActionOutcome, Context

@@ -12,8 +12,9 @@ import pytest
 
 from healer.adapters import jsontext
 from healer.adapters.jsontext import TextForm
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.scan import Scanner, StatusLink
-from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.adapters.writer import SafeWriter
 from healer.core import statusdoc
 from healer.errors import UnsafePathError
 from tests.conftest import make_agent

@@ -18,7 +18,8 @@ import pytest
 from healer.adapters import fsops, jsontext
 from healer.adapters import writer as writer_mod
 from healer.adapters.jsontext import TextForm
-from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.adapters.ledger import SelfWriteLedger
+from healer.adapters.writer import SafeWriter
 from healer.core import statusdoc as sd
 from healer.core.model import TEMP_MARKER
 from healer.errors import ActionError, UnsafePathError, WriteConflictError

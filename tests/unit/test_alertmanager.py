@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from healer.adapters.alertmanager import DEFAULT_TTL, AlertBook, Origin, api_url
-from healer.adapters.delivery import Alert, Transition
-from healer.clock import iso
+from healer.adapters.delivery import Alert
 from healer.config import load_config
+from healer.core.isotime import iso
+from healer.core.model import Transition
 from healer.errors import ConfigError
 
 T0 = 1_700_000_000.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from healer.adapters.beatfile import TEMP_SUFFIX
 from healer.core.classify import classify
 from healer.core.model import EventKind, Observation
 
@@ -42,6 +43,23 @@ class TestClassify:
     )
     def test_a_rename_onto_status_json_is_activity(self, src: str, why: str) -> None:
         assert one(src, MV, dest="Agent-1/status.json"), why
+
+    @pytest.mark.parametrize("kind", [C, M, D, A, W])
+    def test_any_write_to_heartbeat_json_is_activity(self, kind: EventKind) -> None:
+        """SPEC §12: heartbeat.json is the agent's own file, whatever it holds."""
+        assert one("Agent-1/heartbeat.json", kind)
+
+    def test_healer_beats_rename_into_place_is_the_agents_activity(self) -> None:
+        """`healer beat` writes for the agent: its temp name does not carry healer's marker,
+        so the rename is seen, and the temp file alone is not activity."""
+        tmp = f"Agent-1/.heartbeat.json.ab12cd34ef56{TEMP_SUFFIX}"
+        assert one(tmp, MV, dest="Agent-1/heartbeat.json")
+        assert not one(tmp, C)
+
+    def test_a_heartbeat_json_elsewhere_is_only_what_its_place_makes_it(self) -> None:
+        assert not one("Agent-1/notes/heartbeat.json", M)
+        assert not one("Agent-1/inbox/heartbeat.json", C)
+        assert classify("heartbeat.json", M, is_agent=agents) == ()
 
     @pytest.mark.parametrize("kind", [C, M, D, W, A])
     def test_devlog_writes_at_any_depth_are_activity(self, kind: EventKind) -> None:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from healer.config import Config, load_config, parse_duration, require_tick_fits
+from healer.config import (
+    Config,
+    FlapConfig,
+    SwarmConfig,
+    load_config,
+    parse_duration,
+    require_tick_fits,
+)
 from healer.errors import ConfigError
 from tests.conftest import FIXTURES
 
@@ -28,8 +35,9 @@ class TestLoadConfig:
     def test_no_file_gives_the_built_in_defaults(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """Loading resolves only the swarm's name, to the root's folder name."""
         monkeypatch.chdir(tmp_path)
-        assert load_config(None, env={}) == Config()
+        assert load_config(None, env={}) == Config(swarm=SwarmConfig(name="agent_workspaces"))
 
     def test_precedence_is_cli_then_env_then_file(self, tmp_path: Path) -> None:
         path = write(tmp_path, "overnight:\n  self_healing:\n    stall_threshold: 100\n"
@@ -140,9 +148,95 @@ healer:
         path = write(tmp_path, "overnight:\n  self_healing: {stall_threshold: 0.05}\n")
         assert load_config(path, env={}).heal_after == 0.05
 
+    def test_on_is_a_key_and_yes_no_on_off_still_switch(self, tmp_path: Path) -> None:
+        """YAML 1.1 reads `on:` as True; healer's YAML keeps it a key (SPEC §13's `on:`),
+        while on/off/yes/no keep working as switch values."""
+        path = write(tmp_path, "overnight:\n  self_healing: {enabled: off, auto_reset: no}\n"
+                     "  recovery: {auto_recovery: On}\nhealer:\n  poll: yes\n  on: {}\n")
+        config = load_config(path, env={})
+        assert not config.healing_enabled and "reset_status" not in config.ladder
+        assert config.auto_recovery and config.poll and config.on == {}
+
     def test_unknown_seed_sections_are_ignored(self, tmp_path: Path) -> None:
         path = write(tmp_path, "orchestration: {x: 1}\novernight:\n  scheduling: {a: b}\n")
         assert load_config(path, env={}).heal_after == 120.0
+
+
+class TestPartTwoSettings:
+    def test_defaults(self, tmp_path: Path) -> None:
+        config = load_config(write(tmp_path, ""), env={})
+        assert config.commands == {} and config.on == {}
+        assert config.commands_parallel == 4 and config.waiting_alert_after == 300.0
+        assert config.swarm == SwarmConfig(name="agent_workspaces", outage_fraction=0.5,
+                                           min_agents=3)
+        assert config.flap == FlapConfig(incidents=3, window=3600.0)
+
+    def test_every_key_is_parsed(self, tmp_path: Path) -> None:
+        path = write(tmp_path, """
+healer:
+  commands_parallel: 2
+  waiting_alert_after: 90s
+  swarm: {name: fleet-a, outage_fraction: 0.25, min_agents: 5}
+  flap: {incidents: 4, window: 30m}
+""")
+        config = load_config(path, env={})
+        assert config.commands_parallel == 2 and config.waiting_alert_after == 90.0
+        assert config.swarm == SwarmConfig("fleet-a", 0.25, 5)
+        assert config.flap == FlapConfig(4, 1800.0)
+
+    @pytest.mark.parametrize(("root", "name"), [
+        ("/srv/agents", "agents"), ("/srv/agents/", "agents"), ("/srv/agents/.", "agents"),
+        ("/srv/agents/sub/..", "agents"), ("/", "root"),
+    ])
+    def test_the_swarm_is_named_after_the_root_folder(self, root: str, name: str) -> None:
+        assert load_config(None, env={"HEALER_WORKSPACES": root}).swarm.name == name
+
+    def test_the_swarm_name_follows_the_root_given_on_the_command_line(
+        self, tmp_path: Path
+    ) -> None:
+        """Resolved after precedence: the root that wins names the swarm."""
+        path = write(tmp_path, "healer:\n  workspaces: /srv/from-file\n")
+        config = load_config(path, env={}, cli={"workspaces": Path("/srv/from-cli")})
+        assert config.swarm.name == "from-cli"
+
+    def test_a_relative_root_is_named_from_the_working_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "swarm-7").mkdir()
+        monkeypatch.chdir(tmp_path / "swarm-7")
+        assert load_config(None, env={"HEALER_WORKSPACES": "."}).swarm.name == "swarm-7"
+
+    def test_a_named_swarm_keeps_its_name(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "healer:\n  swarm: {name: prod}\n")
+        assert load_config(path, env={"HEALER_WORKSPACES": "/srv/x"}).swarm.name == "prod"
+
+    @pytest.mark.parametrize(("text", "names"), [
+        ("healer:\n  commands_parallel: 0\n", "healer.commands_parallel"),
+        ("healer:\n  commands_parallel: 1.5\n", "healer.commands_parallel"),
+        ("healer:\n  waiting_alert_after: -1\n", "healer.waiting_alert_after"),
+        ("healer:\n  waiting_alert_after: later\n", "healer.waiting_alert_after"),
+        ("healer:\n  swarm: 3\n", "healer.swarm"),
+        ("healer:\n  swarm: {name: ''}\n", "healer.swarm.name"),
+        ("healer:\n  swarm: {outage_fraction: 0}\n", "healer.swarm.outage_fraction"),
+        ("healer:\n  swarm: {outage_fraction: 1.5}\n", "healer.swarm.outage_fraction"),
+        ("healer:\n  swarm: {outage_fraction: .nan}\n", "healer.swarm.outage_fraction"),
+        ("healer:\n  swarm: {outage_fraction: half}\n", "healer.swarm.outage_fraction"),
+        ("healer:\n  swarm: {outage_fraction: true}\n", "healer.swarm.outage_fraction"),
+        ("healer:\n  swarm: {min_agents: 0}\n", "healer.swarm.min_agents"),
+        ("healer:\n  swarm: {size: 3}\n", "healer.swarm.size"),
+        ("healer:\n  flap: {incidents: 1}\n", "healer.flap.incidents"),
+        ("healer:\n  flap: {window: 0}\n", "healer.flap.window"),
+        ("healer:\n  flap: {period: 1h}\n", "healer.flap.period"),
+    ])
+    def test_bad_values_name_the_key(self, tmp_path: Path, text: str, names: str) -> None:
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text), env={})
+        message = str(info.value)
+        assert message.startswith(names + ": ") and "\n" not in message, message
+
+    def test_a_whole_fraction_is_allowed(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "healer:\n  swarm: {outage_fraction: 1}\n")
+        assert load_config(path, env={}).swarm.outage_fraction == 1.0
 
 
 class TestParseDuration:

@@ -21,7 +21,8 @@ from healer.errors import ConfigError
 HEALER_KEYS = [
     "workspaces", "agent_pattern", "tick", "ladder", "max_busy_lease", "max_status_bytes",
     "state_dir", "retention", "poll", "dry_run", "metrics_addr", "log_format", "log_level",
-    "activity", "alerts", "agents",
+    "activity", "alerts", "agents", "commands", "commands_parallel", "on",
+    "waiting_alert_after", "swarm", "flap",
 ]
 SEED_SECTIONS = {
     "self_healing": ["enabled", "check_interval", "stall_threshold", "max_attempts",
@@ -30,7 +31,8 @@ SEED_SECTIONS = {
     "recovery": ["auto_recovery", "agent_rescue"],
 }
 SUB_KEYS = ["inbox", "webhook_url", "timeout", "max_tries", "backoff", "heal_after",
-            "recover_after", "Agent-1"]
+            "recover_after", "Agent-1", "run", "nudge", "stalled", "escalated", "name",
+            "outage_fraction", "min_agents", "incidents", "window"]
 
 scalars = st.one_of(
     st.none(),
@@ -41,7 +43,8 @@ scalars = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["90s", "5m", "1.5h", "0", "-1", "0.001", "1e400", "²", "١٢", "consume",
                      "json", "debug", "force_update", "127.0.0.1:9464", "http://x", "yes",
-                     "Agent-*", "a\nb", "9" * 80]),
+                     "Agent-*", "a\nb", "9" * 80, "{agent}", "{nope}", "a{b", "nudge",
+                     "on", "off"]),
 )
 values = st.recursive(
     scalars,
@@ -99,6 +102,14 @@ def assert_valid(config: Config) -> None:
     assert config.tick <= min(config.heal_after, config.recover_after)
     assert config.max_attempts >= 1 and config.max_status_bytes >= 1
     assert config.inbox_mode in ("consume", "any", "none")
+    assert config.commands_parallel >= 1 and config.waiting_alert_after > 0
+    assert 0 < config.swarm.outage_fraction <= 1 and config.swarm.name
+    assert config.flap.incidents >= 2 and config.flap.window > 0
+    for name, spec in config.commands.items():
+        assert spec.name == name and spec.run and all(isinstance(a, str) for a in spec.run)
+    rungs = {"force_update", "clear_stuck_tasks", "reset_status", *config.commands}
+    assert set(config.ladder) <= rungs
+    assert all(set(names) <= set(config.commands) for names in config.on.values())
 
 
 class TestAnyDocument:
@@ -111,6 +122,11 @@ class TestAnyDocument:
     @example(doc={"healer": {"agents": {"x\ny": {"foo": 1}}}})
     @example(doc={"overnight": {"self_healing": {"stall_threshold": -(10**400)}}})
     @example(doc={"healer": {"metrics_addr": "h:" + "9" * 5000}})
+    @example(doc={"healer": {"commands": {"nudge": {"run": ["tmux", "{agent}"]}},
+                             "ladder": ["nudge"], "on": {"stalled": ["nudge"]}}})
+    @example(doc={"healer": {"commands": {"a\nb": {"run": ["x"]}}}})
+    @example(doc={"healer": {"commands": {"nudge": {"run": ["x", "{a\nb}"]}}}})
+    @example(doc={"healer": {"on": {"a\nb": []}}})
     def test_is_a_config_or_one_line_error_naming_the_key(
         self, config_file: Path, doc: object
     ) -> None:

@@ -15,6 +15,7 @@ from healer.adapters.store import Store
 from healer.config import Config
 from healer.engine import Engine
 from healer.testing import FakeClock
+from healer.wiring import build_engine
 from tests.conftest import make_agent
 
 TICK = 0.1
@@ -53,7 +54,7 @@ def engine_for(root: Path, clock: FakeClock, alerter: RecordingAlerter, *, store
                                 "tick": TICK, **overrides}
     config = Config(workspaces=root, **settings)
     history = Store.open(config.state_path / "healer.db", clock=clock) if store else None
-    engine = Engine(config, clock, store=history, alerter=alerter)  # type: ignore[arg-type]
+    engine = build_engine(config, clock, store=history, alerter=alerter)  # type: ignore[arg-type]
     engine.start()
     return engine
 
@@ -74,7 +75,7 @@ class TestIncidentEnds:
         engine = engine_for(root, clock, alerter)
         drive(engine, clock, 3.5)
         assert ("send", "stalled") in alerter.transitions("Agent-1")
-        store = engine.store
+        store = engine.history.log
         assert store is not None
         row = store.open_incident_for("Agent-1")
         assert row is not None
@@ -109,8 +110,8 @@ class TestRestart:
         engine = engine_for(root, clock, first)
         drive(engine, clock, seconds)
         assert ("send", transition) in first.transitions("Agent-1")
-        assert engine.store is not None
-        engine.store.close()
+        assert engine.history.log is not None
+        engine.history.log.close()
         clock.advance(10)
         second = RecordingAlerter()
         engine_for(root, clock, second)
@@ -122,8 +123,8 @@ class TestRestart:
         alerter = RecordingAlerter()
         engine = engine_for(root, clock, alerter, recover_after=100.0)
         drive(engine, clock, 2.5)  # healing only: no alert yet
-        assert engine.store is not None
-        engine.store.close()
+        assert engine.history.log is not None
+        engine.history.log.close()
         second = RecordingAlerter()
         engine_for(root, clock, second, recover_after=100.0)
         assert second.calls == []
@@ -136,19 +137,19 @@ class TestCounts:
         incident opened, its silence at detection summed once; the recovery timed."""
         engine = engine_for(root, clock, RecordingAlerter(), store=store)
         drive(engine, clock, 3.5)
-        assert engine.counters["incidents_opened"] == 2  # Agent-1 and Agent-2
-        assert engine.seconds["detection"] == pytest.approx(2 * 2.0, abs=2 * TICK)
+        assert engine.executor.counters.incidents_opened == 2  # Agent-1 and Agent-2
+        assert engine.executor.counters.detection_seconds == pytest.approx(2 * 2.0, abs=2 * TICK)
         (root / "Agent-1" / "devlogs" / "x.md").write_text("back")
         os.utime(root / "Agent-1" / "devlogs" / "x.md", (clock.now(), clock.now()))
         engine.rescan()  # no watcher here: the re-stat finds the write
-        assert engine.counters["recoveries"] == 1
-        assert engine.seconds["recovery"] == pytest.approx(3.5 - 2.0, abs=2 * TICK)
+        assert engine.executor.counters.recoveries == 1
+        assert engine.executor.counters.recovery_seconds == pytest.approx(3.5 - 2.0, abs=2 * TICK)
 
     def test_actions_are_counted_by_pipeline_action_and_result(self, root, clock):
         engine = engine_for(root, clock, RecordingAlerter())
         drive(engine, clock, 3.5)
-        results = dict(engine.results)
+        results = dict(engine.executor.counters.results)
         assert results[("healing", "force_update", True)] == 2
         assert results[("recovery", "alert", True)] == 2
         assert sum(results.values()) == (
-            engine.counters["heal_actions"] + engine.counters["recovery_actions"])
+            engine.executor.counters.heal_actions + engine.executor.counters.recovery_actions)

@@ -15,6 +15,7 @@ from healer.adapters.store import Store
 from healer.config import Config
 from healer.engine import Engine
 from healer.testing import FakeClock
+from healer.wiring import build_engine
 from tests.conftest import make_agent
 
 TICK = 0.1
@@ -26,7 +27,7 @@ def _config(root: Path) -> Config:
 
 def _engine(config: Config, clock: FakeClock) -> tuple[Engine, Store]:
     store = Store.open(config.state_path / "healer.db", clock=clock)
-    engine = Engine(config, clock, store=store)
+    engine = build_engine(config, clock, store=store)
     engine.start()
     return engine, store
 

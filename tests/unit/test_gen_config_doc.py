@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 from types import ModuleType
 
-from healer.config import ENV_VARS, AlertsConfig, Config
+from healer.config import ENV_VARS, AlertsConfig, Config, FlapConfig, SwarmConfig
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -32,10 +32,14 @@ class TestConfigReference:
         assert section == gen.generate()
 
     def test_every_setting_env_var_and_seed_key_is_listed(self) -> None:
-        """Each Config field (alerts expanded), every env var and seed key appears."""
+        """Each Config field (sections expanded), every env var and seed key appears."""
         text = gen.generate()
-        names = [f.name for f in fields(Config) if f.name not in ("alerts", "agents")]
-        names += [f"alerts.{f.name}" for f in fields(AlertsConfig)]
+        sections = {"alerts": AlertsConfig, "swarm": SwarmConfig, "flap": FlapConfig}
+        names = [f.name for f in fields(Config)
+                 if f.name not in (*sections, "agents", "commands")]
+        names += [f"{name}.{f.name}" for name, cls in sections.items() for f in fields(cls)]
+        names += ["agents.heal_after", "agents.recover_after", "commands.run",
+                  "commands.timeout"]
         for name in names:
             assert f"| `{name}` |" in text, name
         for var in [*ENV_VARS, "HEALER_CONFIG", "HEALER_DISCORD_WEBHOOK"]:
@@ -57,6 +61,9 @@ class TestConfigReference:
         retention = next(line for line in gen.generate().splitlines()
                          if line.startswith("| `retention` |"))
         assert "`30d`" in retention
+        window = next(line for line in gen.generate().splitlines()
+                      if line.startswith("| `flap.window` |"))
+        assert "`1h`" in window and "`healer.flap.window`" in window
 
     def test_check_reports_a_stale_readme(self, tmp_path: Path) -> None:
         """--check exits 1 on a README whose section differs, 0 after --write."""

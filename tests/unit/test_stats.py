@@ -10,7 +10,6 @@ from healer.core.stats import (
     IncidentCounts,
     RecentAction,
     Tally,
-    iso_utc,
     success_rate,
     summarize,
 )
@@ -46,11 +45,6 @@ class TestSuccessRate:
 class TestTally:
     def test_pending_is_what_is_neither_successful_nor_failed(self) -> None:
         assert Tally(total=5, successful=1, failed=3).pending == 1
-
-
-class TestIsoUtc:
-    def test_formats_epoch_seconds_as_utc_with_a_z(self) -> None:
-        assert iso_utc(1_700_000_000.25) == "2023-11-14T22:13:20.250Z"
 
 
 class TestSummarize:

@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from healer.adapters import jsontext
+from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.scan import Scanner
 from healer.adapters.statusfile import MAX_DEPTH, encode
-from healer.adapters.writer import SafeWriter, SelfWriteLedger
+from healer.adapters.writer import SafeWriter
 from healer.core import statusdoc
 from healer.core.model import is_own_temp_name
 from healer.errors import ActionError

@@ -1,0 +1,36 @@
+"""Test fakes shipped with the package (as structlog ships `capture_logs`), one per port:
+a clock that moves only when told, an in-memory workspace and status store, a memory
+incident log, a recording alert sink, a queue of events and a recording service manager."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from healer.testing.clock import FakeClock
+from healer.testing.commands import RecordingCommandRunner
+from healer.testing.history import MemoryIncidentLog
+from healer.testing.loop import FakeChange, FakeEvents, RecordingAlerts, RecordingNotifier
+from healer.testing.workspace import MemoryStatusStore, MemoryWorkspace
+
+__all__ = [
+    "FakeChange",
+    "FakeClock",
+    "FakeEvents",
+    "MemoryIncidentLog",
+    "MemoryStatusStore",
+    "MemoryWorkspace",
+    "RecordingAlerts",
+    "RecordingCommandRunner",
+    "RecordingNotifier",
+]
+
+if TYPE_CHECKING:  # mypy checks here that each fake fits its port
+    from healer import ports
+
+    _clock: ports.Clock = FakeClock()
+    _files: ports.StatusStore = MemoryStatusStore()
+    _workspace: ports.WorkspaceReader = MemoryWorkspace()
+    _log: ports.IncidentLog = MemoryIncidentLog()
+    _alerts: ports.AlertSink = RecordingAlerts()
+    _events: ports.EventSource = FakeEvents()
+    _manager: ports.ServiceManager = RecordingNotifier()

@@ -1,0 +1,163 @@
+"""Membership and activity: which agents exist and when each was last genuinely active,
+from the start-up scan, the events, the reconcile sweep and the history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from healer.core.activity import merged_last_activity
+from healer.core.model import IncidentOutcome
+from healer.core.monitor import Monitor
+from healer.core.policy import Incident, Policy
+from healer.history import History, incident_from_row
+from healer.ports import Clock, IncidentRecord, StatusStore, WorkspaceReader
+
+__all__ = ["STALE_TEMP_AGE", "IncidentEnds", "Tracker"]
+
+log = structlog.get_logger()
+
+# A temp file of healer's older than this is a crash's leftover, not a write in progress
+# (of the daemon, say, while `check --now` starts beside it): writes take milliseconds.
+STALE_TEMP_AGE = 60.0
+
+class IncidentEnds(Protocol):
+    """What the tracker hands on (the executor): an incident ended by the agent's
+    activity, one resumed over a restart, one ended without the agent."""
+
+    def recovered(self, agent: str, incident: Incident, when: float) -> None: ...
+
+    def resumed(self, agent: str, incident: Incident, now: float) -> None: ...
+
+    def resolved(self, agent: str) -> None: ...
+
+
+class Tracker:
+    """Keeps the monitor's table in step with the workspace; what ends or resumes an
+    incident is handed to `ends`."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        monitor: Monitor,
+        workspace: WorkspaceReader,
+        files: StatusStore,
+        history: History,
+        policy_for: Callable[[str], Policy],
+        ends: IncidentEnds,
+        *,
+        cleans_temps: bool,
+    ) -> None:
+        self._clock = clock
+        self._monitor = monitor
+        self._workspace = workspace
+        self._files = files
+        self._history = history
+        self._policy_for = policy_for
+        self._ends = ends
+        # Only an engine that may write cleans up after a crashed one (a read-only check not).
+        self._cleans_temps = cleans_temps
+
+    def start(self) -> int:
+        """Initial scan: every agent's last activity from its files and the history."""
+        loaded = self._history.load()
+        carried = dict(loaded.open_incidents)
+        for agent in self._workspace.agents():
+            if self._cleans_temps:
+                self._files.remove_stale_temps(agent, STALE_TEMP_AGE)
+            self.add_agent(agent, loaded.last_activities.get(agent), carried.pop(agent, None),
+                           announce=False)
+            self._honour_resolve(agent, loaded.resolved.get(agent))
+        for row in carried.values():  # the agent's folder is gone
+            self._history.close_row(row.id, IncidentOutcome.RESOLVED)
+        return len(self._monitor.table)
+
+    def _honour_resolve(self, agent: str, resolved_at: float | None) -> None:
+        """An operator resolved this agent while no daemon ran: like a running daemon, wait
+        a fresh `heal_after` from the resolve before healing a silence that goes on."""
+        last = self._monitor.table.get(agent)
+        if resolved_at is None or last is None or self._monitor.incident(agent) is not None:
+            return
+        if resolved_at > last:
+            self._monitor.resolve(agent, resolved_at)
+
+    def add_agent(
+        self,
+        agent: str,
+        stored: float | None = None,
+        row: IncidentRecord | None = None,
+        *,
+        announce: bool = True,
+    ) -> bool:
+        now = self._clock.now()
+        found = self._workspace.scan(agent, now)
+        if found is None or agent in self._monitor:
+            return False
+        # An open incident's silence start is the agent's last activity as healer knew it
+        # (its status.json may since hold healer's own write, which the scan leaves out).
+        opened = row.silence_started_at if row is not None else None
+        last = merged_last_activity(found.last_activity, stored, opened, now=now)
+        if last is None:
+            last = min(found.created, now)  # a new agent's clock starts when its folder appears
+        incident = None
+        if row is not None:
+            incident = incident_from_row(row, self._policy_for(agent))
+            self._history.adopt(agent, row.id)
+        if not self._monitor.add(agent, last, incident) and incident is not None:
+            self._ends.recovered(agent, incident, last)
+        elif incident is not None:
+            self._ends.resumed(agent, incident, now)
+        if announce:
+            log.info("agent_added", agent=agent)
+        return True
+
+    def remove_agent(self, agent: str) -> None:
+        if self._monitor.remove(agent) is not None:
+            self._history.close(agent, IncidentOutcome.RESOLVED)
+            self._ends.resolved(agent)
+        log.info("agent_removed", agent=agent)
+
+    def reconcile(self) -> tuple[int, int]:
+        """List the root for agents whose creation or removal was missed; cheap by design:
+        one directory listing, no per-agent I/O for the agents already known."""
+        present = set(self._workspace.agents())
+        known = set(self._monitor.table)
+        added = removed = 0
+        for agent in sorted(present - known):
+            added += self.add_agent(agent)
+        for agent in sorted(known - present):
+            self.remove_agent(agent)
+            removed += 1
+        if self._history.recording and self._monitor.incidents():
+            self._pick_up_resolves()
+        return added, removed
+
+    def rescan(self) -> None:
+        """After lost events (queue overflow): re-stat every agent; time only moves forward."""
+        self.reconcile()
+        now = self._clock.now()
+        for agent in list(self._monitor.table):
+            found = self._workspace.scan(agent, now)
+            if found is not None and found.last_activity is not None:
+                self.observe(agent, found.last_activity)
+
+    def observe(self, agent: str, when: float) -> None:
+        """Genuine activity of `agent` at `when`."""
+        closed = self._monitor.observe(agent, when)
+        if closed is not None:
+            self._ends.recovered(agent, closed, when)
+
+    def _pick_up_resolves(self) -> None:
+        """`healer resolve` closes incidents in the history; the daemon follows it here."""
+        still_open = self._history.open_ids()
+        if still_open is None:
+            return
+        for agent in self._monitor.incidents():
+            row_id = self._history.id_of(agent)
+            if row_id is not None and row_id not in still_open:
+                self._monitor.resolve(agent, self._clock.now())
+                self._history.forget(agent)
+                log.info("incident_resolved", agent=agent, incident=row_id)
+                self._ends.resolved(agent)

@@ -1,0 +1,119 @@
+"""What operators read, never written through: the engine's view for `check` and the
+metrics, and the per-agent rows of `status` taken from the files and the history alone
+(so it answers whether or not a daemon runs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from healer.breakers import flap_policy, lookback
+from healer.config import Config
+from healer.core.activity import merged_last_activity
+from healer.core.flap import FlapBreaker
+from healer.core.isotime import iso
+from healer.core.model import Pipeline, Stage
+from healer.core.monitor import Monitor
+from healer.core.policy import Policy, stage_of
+from healer.ports import Counters, IncidentLog, IncidentRecord, WorkspaceReader
+
+__all__ = ["EngineView", "Stalled", "status_rows"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """An agent silent past a threshold, or with an open incident (`check`)."""
+
+    agent: str
+    silent_for: float
+    pipeline: Pipeline
+
+
+class EngineView:
+    """Read-only questions about the engine's state."""
+
+    def __init__(
+        self, monitor: Monitor, policy_for: Callable[[str], Policy], counters: Counters,
+        *, flapping: Callable[[str], bool] = lambda _agent: False,
+    ) -> None:
+        self._monitor = monitor
+        self._policy_for = policy_for
+        self.counters = counters
+        self._flapping = flapping
+
+    def agents(self) -> list[tuple[str, float]]:
+        """Every tracked agent with its last activity, by name."""
+        return sorted(self._monitor.table.items())
+
+    def stalled(self, now: float) -> list[Stalled]:
+        """Agents silent past a threshold or with an open incident, by name."""
+        out = []
+        for agent, last in self.agents():
+            silent = now - last
+            in_incident = self._monitor.incident(agent) is not None
+            pipeline = self._policy_for(agent).pipeline_for(silent, in_incident)
+            if pipeline is not None:
+                out.append(Stalled(agent, round(silent, 3), pipeline))
+        return out
+
+    def escalated(self) -> list[str]:
+        return sorted(a for a, i in self._monitor.incidents().items() if i.escalated)
+
+    def stages(self, now: float) -> tuple[tuple[str, float, Stage], ...]:
+        """Every agent with its last activity and stage at `now` (for the metrics)."""
+        monitor = self._monitor
+        return tuple((a, last, _flapped(monitor.stage(a, now), self._flapping(a)))
+                     for a, last in monitor.table.items())
+
+
+def _flapped(stage: Stage, flapping: bool) -> Stage:
+    """A flapping agent's stage says so (it is not being healed), unless it is escalated."""
+    return Stage.FLAPPING if flapping and stage is not Stage.ESCALATED else stage
+
+
+def _iso(when: float | None) -> str | None:
+    return None if when is None else iso(when)
+
+
+def status_rows(
+    config: Config, workspace: WorkspaceReader, history: IncidentLog | None, now: float
+) -> list[dict[str, Any]]:
+    """SPEC §9 `status --json` rows: every agent with last activity, silence, stage,
+    attempts and lease."""
+    stored: dict[str, float] = {}
+    incidents: dict[str, IncidentRecord] = {}
+    flapping: set[str] = set()
+    if history is not None:
+        stored = history.last_activities()
+        incidents = {row.agent: row for row in history.open_incidents()}
+        # The daemon's breaker, rebuilt the way a restarted daemon rebuilds it.
+        spans = history.incident_spans(now - lookback(config))
+        flapping = set(FlapBreaker(flap_policy(config)).replay(spans, now))
+    rows = []
+    for agent in workspace.agents():
+        found = workspace.scan(agent, now)
+        if found is None:
+            continue
+        row = incidents.get(agent)
+        opened = row.silence_started_at if row is not None else None
+        last = merged_last_activity(found.last_activity, stored.get(agent), opened, now=now)
+        if row is not None and last is not None and last > row.silence_started_at:
+            # The agent wrote after its silence began: the incident is over, only not yet
+            # closed (healer is down, or about to see the event). Report what the files say.
+            row = None
+        lease = workspace.lease(agent, config.max_busy_lease, last) if last is not None else None
+        busy = lease is not None and lease > now
+        # An open incident's stage is the one on record; without one, the core's rule.
+        stage = Stage(row.stage) if row is not None else stage_of(None, busy=busy)
+        stage = _flapped(stage, agent in flapping)
+        rows.append({
+            "agent": agent,
+            "last_activity": _iso(last),
+            "silent_for": round(now - last, 3) if last is not None else None,
+            "stage": stage.value,
+            "attempts": row.attempts if row is not None else 0,
+            "busy_until": _iso(lease) if busy else None,
+            **({"note": found.status_link.value} if found.status_link is not None else {}),
+        })
+    return rows

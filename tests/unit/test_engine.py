@@ -1,0 +1,100 @@
+"""The engine over the in-memory ports: the policy's steps carried out, counted and put on
+record, without a file, a thread or SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from healer.config import Config
+from healer.core.isotime import iso
+from healer.core.model import Pipeline
+from healer.engine import Engine
+from healer.history import History
+from healer.testing import FakeClock, MemoryIncidentLog, MemoryWorkspace, RecordingAlerts
+
+HEAL, RECOVER, TICK = 2.0, 5.0, 0.1
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, *, record: bool = True, **overrides: Any) -> None:
+        self.clock = FakeClock()
+        self.workspace = MemoryWorkspace()
+        self.log = MemoryIncidentLog()
+        self.alerts = RecordingAlerts()
+        config = Config(workspaces=tmp_path, heal_after=HEAL, recover_after=RECOVER, tick=TICK,
+                        **overrides)
+        self.engine = Engine(config, self.clock, workspace=self.workspace,
+                             files=self.workspace.files,
+                             history=History(self.log, self.clock, record=record),
+                             alerts=self.alerts, keep_actions=True)
+
+    def run(self, seconds: float) -> None:
+        end = self.clock.now() + seconds
+        while self.clock.now() < end - 1e-9:
+            self.clock.advance(TICK)
+            self.engine.step()
+
+
+class TestCarryingOut:
+    def test_each_rung_is_applied_recorded_and_counted(self, tmp_path: Path) -> None:
+        rig = Rig(tmp_path)
+        rig.workspace.add("Agent-1", rig.clock.now(), doc={"current_tasks": ["t"]})
+        rig.engine.start()
+        rig.run(3 * HEAL + 3 * TICK)
+        doc = rig.workspace.files.docs["Agent-1"]
+        assert doc is not None
+        assert [h["action"] for h in doc["healing_applied"]] == [
+            "force_update", "clear_stuck_tasks", "reset_status"]
+        assert rig.engine.executor.counters.heal_actions == 3
+        assert [r.attempts for r in rig.log.open_incidents()] == [3]
+        assert [a.action for a in rig.engine.executor.actions or ()][:2] == [
+            "force_update", "clear_stuck_tasks"]
+
+    def test_a_read_only_engine_acts_but_writes_no_history(self, tmp_path: Path) -> None:
+        """`check` without the right to record: steps are carried out, the log stays empty."""
+        rig = Rig(tmp_path, record=False)
+        rig.workspace.add("Agent-1", rig.clock.now())
+        rig.engine.start()
+        rig.run(HEAL + TICK)
+        assert rig.engine.executor.counters.heal_actions == 1
+        assert rig.log.incidents == [] and rig.log.actions == []
+
+    def test_a_lease_holds_both_pipelines(self, tmp_path: Path) -> None:
+        rig = Rig(tmp_path)
+        until = rig.clock.now() + 3 * RECOVER
+        rig.workspace.add("Agent-1", rig.clock.now(), doc={"busy_until": iso(until)})
+        rig.engine.start()
+        with capture_logs() as logs:
+            rig.run(2 * RECOVER)
+        assert not [e for e in logs if e["event"] == "stall_detected"]
+        assert rig.engine.monitor.stage("Agent-1", rig.clock.now()).value == "busy"
+
+    def test_recovery_alerts_once_and_a_return_closes_with_recovered(self, tmp_path: Path
+                                                                     ) -> None:
+        rig = Rig(tmp_path)
+        rig.workspace.add("Agent-1", rig.clock.now())
+        rig.engine.start()
+        rig.run(RECOVER + TICK)
+        rig.engine.observe("Agent-1", rig.clock.now())
+        assert [t for _, t, _ in rig.alerts.alerts] == ["stalled", "recovered"]
+        assert rig.log.stats()["incidents"] == {
+            "open": 0, "recovered": 1, "resolved": 0, "escalated": 0}
+
+
+class TestView:
+    def test_stalled_names_the_pipeline_by_the_policy(self, tmp_path: Path) -> None:
+        rig = Rig(tmp_path, healing_enabled=False)
+        for agent in ("Agent-1", "Agent-2"):
+            rig.workspace.add(agent, rig.clock.now())
+        rig.engine.start()
+        rig.clock.advance(HEAL + 1)
+        assert rig.engine.view.stalled(rig.clock.now()) == []  # healing is off
+        rig.clock.advance(RECOVER)
+        stalled = rig.engine.view.stalled(rig.clock.now())
+        assert [(s.agent, s.pipeline) for s in stalled] == [
+            ("Agent-1", Pipeline.RECOVERY), ("Agent-2", Pipeline.RECOVERY)]
+        assert stalled[0].silent_for == pytest.approx(HEAL + 1 + RECOVER)
