@@ -1,5 +1,7 @@
 """One thread over watchdog's inotify layer: read a batch, classify each event in place, hand
-the batch to the main loop. No emitter, no move-pairing queue, no dispatcher."""
+the batch to the main loop. No emitter, no move-pairing queue, no dispatcher. Past 300 lines
+because the fast path and the slow one (renames, new folders, the root, overflow) share one
+table of watches and its rules, and are only right read together."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from watchdog.observers.inotify_c import (
 from healer.core.classify import classify
 from healer.core.model import EventKind, FolderEvent, InboxMode
 
-__all__ = ["COALESCE", "COALESCE_MAX", "MASK", "InotifyReader", "make_classifier"]
+__all__ = ["COALESCE", "COALESCE_MAX", "MASK", "Classifier", "Emit", "InotifyReader", "Obs",
+           "make_classifier"]
 
 log = structlog.get_logger()
 
@@ -58,14 +61,15 @@ _CACHE_MAX = 65_536
 # (agent, activity, absolute path to ask the self-write ledger about, or None)
 Obs = tuple[str, bool, str | None]
 Emit = Callable[[list[tuple[str, bool]], list[tuple[str, FolderEvent]], float], None]
+Classifier = Callable[[str, EventKind, str | None], tuple[Obs, ...]]
 
 
 class InotifyReader:
     """Watches `real_root` recursively on one InotifyFD; `emit(activity, folders, when)`
     receives each batch's observations, `on_lost()` an overflow, `on_full()` ENOSPC."""
 
-    def __init__(self, real_root: str, ledger_root: str, *, classify_obs: Callable[
-            [str, EventKind, str | None], tuple[Obs, ...]], is_agent: Callable[[str], bool],
+    def __init__(self, real_root: str, ledger_root: str, *, classify_obs: Classifier,
+            is_agent: Callable[[str], bool],
             is_own: Callable[[str], bool],
             emit: Emit, on_lost: Callable[[], None], on_full: Callable[[], None],
             clock: Callable[[], float]) -> None:
@@ -371,7 +375,7 @@ class InotifyReader:
 
 
 def make_classifier(is_agent: Callable[[str], bool], inbox_mode: InboxMode,
-                    ledger_root: str) -> Callable[[str, EventKind, str | None], tuple[Obs, ...]]:
+                    ledger_root: str) -> Classifier:
     """classify() bound to the config, with the paths the self-write ledger must vet."""
     prefix = ledger_root + os.sep
 

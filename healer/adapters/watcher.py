@@ -16,26 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileAttribEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
 from watchdog.observers.polling import PollingObserver
 
-from healer.adapters.inotify_reader import InotifyReader, make_classifier
+from healer.adapters.inotify_reader import Classifier, InotifyReader, make_classifier
 from healer.adapters.ledger import SelfWriteLedger
+from healer.adapters.polling import PollingHandler
 from healer.adapters.prefetch import PROBE, Prefetch
-from healer.core.classify import classify
-from healer.core.model import EventKind, FolderEvent, InboxMode
+from healer.core.model import FolderEvent, InboxMode
 
 __all__ = ["Change", "Watcher", "watches_left"]
 
@@ -49,21 +36,6 @@ try:
 except (OSError, AttributeError):  # no inotify here: the reader will say so at start
     _LIBC = None
 
-# What the polling observer reports. Opens and reads (healer's own included) are not.
-EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileDeletedEvent, FileMovedEvent,
-    FileClosedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
-]
-_KINDS: dict[str, EventKind] = {
-    "created": EventKind.CREATED,
-    "modified": EventKind.MODIFIED,
-    "attrib": EventKind.ATTRIB,
-    "deleted": EventKind.DELETED,
-    "moved": EventKind.MOVED,
-    "closed": EventKind.CLOSED_WRITE,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Change:
     """One thing the main loop must apply: activity of an agent, or an agent folder that
@@ -73,18 +45,6 @@ class Change:
     when: float
     activity: bool
     folder: FolderEvent | None = None
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: Watcher) -> None:
-        self._w = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        try:
-            self._w._handle(event)
-        except Exception:  # a handler exception kills watchdog's thread silently
-            self._w.handler_errors += 1
-            log.exception("event_handler_error")
 
 
 def watches_left(path: Path) -> bool:
@@ -121,7 +81,6 @@ class Watcher:
     ) -> None:
         self.configured = Path(os.path.abspath(root))  # the path healer writes (and notes) by
         self.root = self.configured
-        self._prefix = str(self.root) + os.sep
         self._is_agent = is_agent
         self.ledger = ledger
         self._inbox_mode = inbox_mode
@@ -131,13 +90,12 @@ class Watcher:
         self.changes: collections.deque[Change] = collections.deque()
         self.wake = threading.Event()
         self.overflowed = threading.Event()
-        self.handler_errors = 0
         self.restarts = 0
-        self._polled = 0
         self._counted = 0  # events of readers since replaced
         self._full = False
         self._reader: InotifyReader | None = None
         self._observer: PollingObserver | None = None
+        self._handler: PollingHandler | None = None
         self._prefetch: Prefetch | None = None
 
     # -- configuration (a reload may change both) -----------------------------------------
@@ -160,19 +118,22 @@ class Watcher:
         self._reconfigure()
 
     def _reconfigure(self) -> None:
-        reader = self._reader
+        reader, handler = self._reader, self._handler
         if reader is not None:
             reader.classify = self._classifier()
             reader.is_agent = self._is_agent
             reader.clear_cache()
+        if handler is not None:
+            handler.classify = self._classifier()
+            handler.is_agent = self._is_agent
 
-    def _classifier(self) -> Any:
+    def _classifier(self) -> Classifier:
         return make_classifier(self._is_agent, self._inbox_mode, str(self.configured))
 
     @property
     def events_seen(self) -> int:
-        reader = self._reader
-        return self._counted + self._polled + (reader.events if reader is not None else 0)
+        live = self._reader or self._handler
+        return self._counted + (live.events if live is not None else 0)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -181,7 +142,6 @@ class Watcher:
     def _begin(self) -> None:
         # Resolved again at every (re)start: the link may have been re-pointed.
         self.root = Path(os.path.realpath(self.configured))
-        self._prefix = str(self.root) + os.sep
         if not self.poll:
             try:
                 self._reader = self._new_reader()
@@ -190,8 +150,12 @@ class Watcher:
                 # Out of inotify watches or instances, or no inotify at all: poll instead.
                 log.warning("inotify_unavailable", error=str(exc), fallback="polling")
                 self.poll = True
+        self._handler = PollingHandler(
+            str(self.root), classify_obs=self._classifier(), is_agent=self._is_agent,
+            is_own=self._own_path, emit=self._emit, clock=self._clock,
+        )
         observer = PollingObserver(timeout=self.poll_interval)
-        observer.schedule(_Handler(self), str(self.root), recursive=True)
+        observer.schedule(self._handler, str(self.root), recursive=True)
         observer.start()
         self._observer = observer
 
@@ -265,6 +229,9 @@ class Watcher:
             self._prefetch.stop()
         reader, self._reader = self._reader, None
         observer, self._observer = self._observer, None
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            self._counted += handler.events
         try:
             if reader is not None:
                 self._counted += reader.events
@@ -301,64 +268,6 @@ class Watcher:
             return self.ledger.is_self(path, os.lstat(path))
         except OSError:
             return False
-
-    # -- the polling observer's thread --------------------------------------------------
-    def _rel(self, path: Any) -> str | None:
-        text = os.fsdecode(path)
-        if text.startswith(self._prefix):
-            return text[len(self._prefix):]
-        return None
-
-    def _handle(self, event: FileSystemEvent) -> None:
-        kind = _KINDS.get(event.event_type)
-        if kind is None or (event.is_directory and kind is EventKind.MODIFIED):
-            return  # opens, close-without-write, and a parent's mtime echo of a child's event
-        now = self._clock()
-        self._polled += 1
-        src = self._rel(event.src_path)
-        dest = self._rel(event.dest_path) if kind is EventKind.MOVED else None
-        if src is None and dest is None:
-            return
-        if event.is_directory and self._folder_change(kind, src, dest, now):
-            return
-        observations = classify(
-            src or "", kind, dest=dest, inbox_mode=self.inbox_mode, is_agent=self.is_agent
-        )
-        for obs in observations:
-            if obs.activity and self._own_file(kind, src, dest):
-                continue
-            self.changes.append(Change(obs.agent, now, obs.activity))
-        if observations and not self.wake.is_set():
-            self.wake.set()
-
-    def _folder_change(
-        self, kind: EventKind, src: str | None, dest: str | None, now: float
-    ) -> bool:
-        """Agent folders appearing or going away; True when the event was only that."""
-        handled = False
-        if src and os.sep not in src and self.is_agent(src):
-            if kind in (EventKind.DELETED, EventKind.MOVED):
-                self.changes.append(Change(src, now, False, folder=FolderEvent.REMOVED))
-                handled = True
-            elif kind is EventKind.CREATED:
-                self.changes.append(Change(src, now, False, folder=FolderEvent.ADDED))
-                handled = True
-        if dest and os.sep not in dest and self.is_agent(dest):
-            self.changes.append(Change(dest, now, False, folder=FolderEvent.ADDED))
-            handled = True
-        if handled:
-            self.wake.set()
-        return handled
-
-    def _own_file(self, kind: EventKind, src: str | None, dest: str | None) -> bool:
-        """A file healer created by link() (an inbox message) shows up as a plain creation;
-        the ledger knows it. Only creations need the check: every other write healer makes
-        is a rename out of a temp name, which the classifier already drops."""
-        if kind not in (EventKind.CREATED, EventKind.MODIFIED, EventKind.CLOSED_WRITE):
-            return False
-        if src is None or "/inbox/" not in src:
-            return False  # the only files healer creates in place are inbox messages
-        return self._own_path(str(self.configured) + os.sep + src)
 
     def drain(self, limit: int = 100_000) -> list[Change]:
         """Take up to `limit` queued changes (main thread)."""

@@ -422,3 +422,28 @@ class TestColdStart:
         assert walker._walk(str(root / "Agent-1")) == 4  # the agent, devlogs, inbox, processed
         walker.stop()
         assert walker._walk(str(root / "Agent-2")) == 0
+
+
+class TestPolling:
+    def test_the_polling_observer_keeps_the_same_rules(
+        self, root: Path, ledger: SelfWriteLedger
+    ) -> None:
+        """--poll: a new folder is added, a write is activity, healer's own message is not
+        (even where any mail counts), and a peer's message is."""
+        watcher = Watcher(root, is_agent=is_agent, ledger=ledger, inbox_mode=InboxMode.ANY,
+                          poll=True, poll_interval=0.1)
+        watcher.start()
+        try:
+            assert watcher._reader is None and watcher.alive()
+            seen = Seen(watcher)
+            folder = make_agent(root, "Agent-6")
+            seen.wait("Agent-6", folder=FolderEvent.ADDED)
+            seen.settle()
+            SafeWriter(root, ledger).write_new("Agent-6", "inbox/RESCUE.md", "# rescue\n")
+            time.sleep(0.4)
+            assert not seen.activity("Agent-6")
+            (folder / "inbox" / "from-a-peer.md").write_text("# hi\n")
+            seen.wait("Agent-6", activity=True)
+            assert watcher.events_seen > 0
+        finally:
+            watcher.close()
