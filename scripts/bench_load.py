@@ -26,7 +26,7 @@ def _append(path: str) -> None:
         os.close(fd)
 
 
-def _paced(paths: Sequence[str], rate: float, start: float, duration: float,
+def _paced(share: int, paths: Sequence[str], rate: float, start: float, duration: float,
            out: Any) -> None:
     last: dict[int, float] = {}
     written = 0
@@ -44,7 +44,7 @@ def _paced(paths: Sequence[str], rate: float, start: float, duration: float,
             written += 1
         time.sleep(0.0002)
         now = time.time()
-    out.put((written, time.time() - start, last))
+    out.put((share, written, time.time() - start, last))
 
 
 def paced_writers(paths: Sequence[str], rate: float, duration: float,
@@ -55,16 +55,17 @@ def paced_writers(paths: Sequence[str], rate: float, duration: float,
     out = ctx.Queue()
     start = time.time() + 0.3
     shares = [list(paths[k::procs]) for k in range(procs)]
-    workers = [ctx.Process(target=_paced, args=(share, rate / procs, start, duration, out))
-               for share in shares]
+    workers = [ctx.Process(target=_paced, args=(k, share, rate / procs, start, duration, out))
+               for k, share in enumerate(shares)]
     for w in workers:
         w.start()
+    # Results come in the order the writers finish: each says which share it wrote.
     results = [out.get() for _ in workers]
     for w in workers:
         w.join()
-    written = sum(r[0] for r in results)
-    elapsed = max(r[1] for r in results)
-    last = {shares[k][i]: t for k, r in enumerate(results) for i, t in r[2].items()}
+    written = sum(r[1] for r in results)
+    elapsed = max(r[2] for r in results)
+    last = {shares[k][i]: t for k, _n, _e, times in results for i, t in times.items()}
     return written, written / elapsed, last
 
 

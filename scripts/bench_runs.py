@@ -4,10 +4,12 @@ figure needs healer's writes (the replay)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import timeit
@@ -25,10 +27,10 @@ from bench_env import (
     percentile,
     touch_all,
 )
-from bench_load import burst, paced_writers, poller_cost, staggered
+from bench_load import burst, paced_writers, poll_cycle, poller_cost, staggered
 
-__all__ = ["check_wall", "core_cost", "detection", "footprint", "ingestion", "overflow",
-           "poller", "replay_trace"]
+__all__ = ["beat_wall", "check_wall", "core_cost", "detection", "event_cost", "footprint",
+           "ingestion", "overflow", "poller", "replay_trace", "startup"]
 
 IDLE_WINDOW = 31.0  # long enough for one sweep at the default check_interval of 30 s
 FAR = 86400.0  # a threshold no agent reaches during an idle measurement
@@ -148,6 +150,76 @@ def ingestion(size: int, rates: list[int], duration: float = 3.0,
             "max_zero_loss_rate": best, "latency_1000": latency}
 
 
+def event_cost(size: int = 1_000, rate: int = 5_000, duration: float = 10.0) -> dict[str, Any]:
+    """Daemon CPU per inotify event it ingested while writers append at `rate` over `size`
+    agents (the idle cost of the same window, measured first, is taken out)."""
+    root = build_workspace(size)
+    paths = [str(root / a / "devlogs" / "bench.md") for a in agent_names(size)]
+    touch_all(root, size)
+    with Daemon(root, heal_after=FAR, recover_after=2 * FAR, tick=0.5).start() as daemon:
+        time.sleep(1.0)  # let start-up's tail (the metrics thread, first sweep) settle
+        cpu0, t0 = daemon.cpu(), time.monotonic()
+        time.sleep(duration / 2)
+        idle_rate = (daemon.cpu() - cpu0) / (time.monotonic() - t0)
+        before, cpu0, t0 = daemon.scrape(), daemon.cpu(), time.monotonic()
+        written, achieved, _last = paced_writers(paths, rate, duration)
+        time.sleep(0.5)  # the tail of the queue
+        cpu, wall = daemon.cpu() - cpu0, time.monotonic() - t0
+        after = daemon.scrape()
+    seen = after.get("healer_events_ingested_total", 0.0) - before.get(
+        "healer_events_ingested_total", 0.0)
+    busy = max(0.0, cpu - idle_rate * wall)
+    return {"agents": size, "rate": rate, "achieved": round(achieved), "written": written,
+            "events": int(seen), "cpu_s": round(cpu, 3), "idle_cpu_s": round(idle_rate * wall, 3),
+            "us_per_event": busy / seen * 1e6 if seen else None,
+            "cpu_pct": 100 * cpu / wall}
+
+
+def drop_caches() -> bool:
+    """Empty the page, dentry and inode caches (root only): what a daemon meets at boot."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def startup(size: int) -> dict[str, Any]:
+    """Spawn to watch_started on a cold cache, then again warm; the poller's first cycle
+    (it knows nothing before it) the same two ways."""
+    root = build_workspace(size)
+    out: dict[str, Any] = {"agents": size, "cold_cache": drop_caches()}
+    with Daemon(root, heal_after=FAR, recover_after=2 * FAR, metrics=False).start() as d:
+        out["cold_s"] = d.started
+    with Daemon(root, heal_after=FAR, recover_after=2 * FAR, metrics=False).start() as d:
+        out["warm_s"] = d.started
+    names = agent_names(size)
+    for key in ("poller_cold_s", "poller_warm_s"):
+        if key == "poller_cold_s" and not drop_caches():
+            continue
+        t0 = time.perf_counter()
+        poll_cycle(root, names)
+        out[key] = time.perf_counter() - t0
+    return out
+
+
+def beat_wall(runs: int = 20) -> dict[str, Any] | None:
+    """`healer beat` wall time from scripts/bench_beat.py, when that script exists."""
+    script = Path(__file__).resolve().parent / "bench_beat.py"
+    if not script.is_file():
+        return None
+    done = subprocess.run([sys.executable, str(script), "--json", "--runs", str(runs)],
+                          capture_output=True, text=True, check=False, cwd=BENCH)
+    if done.returncode != 0:
+        return {"error": (done.stderr or done.stdout).strip()[-300:]}
+    try:
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"unreadable output: {done.stdout[-300:]!r}"}
+    return result
+
+
 def detection(size: int, heal_after: float, tick: float = 1.0,
               spread: float = 2.0) -> dict[str, Any]:
     """Each agent writes once, at staggered times, then stays silent: lag of stall_detected
@@ -205,8 +277,9 @@ def overflow(size: int, writes: int = 20_000) -> dict[str, Any]:
 
 
 def core_cost(size: int = 10_000, calls: int = 200_000) -> dict[str, Any]:
-    """ns per call of Monitor.observe on a populated monitor, and of the watcher handler."""
-    from watchdog.events import FileModifiedEvent
+    """ns per call of Monitor.observe on a populated monitor, and per event of the inotify
+    reader's in-place classification of a batch (the read itself is not in it)."""
+    from watchdog.observers.inotify_c import InotifyEvent
 
     from healer.adapters.ledger import SelfWriteLedger
     from healer.adapters.watcher import Watcher
@@ -234,20 +307,25 @@ def core_cost(size: int = 10_000, calls: int = 200_000) -> dict[str, Any]:
     loop_s = min(timeit.repeat(run_empty, number=1, repeat=3))
     root = build_workspace(100)
     watcher = Watcher(root, is_agent=lambda n: n.startswith("Agent-"), ledger=SelfWriteLedger())
-    events = [FileModifiedEvent(str(root / names[i % 100] / "devlogs" / "bench.md"))
-              for i in range(calls // 4)]
+    watcher.start()
+    reader = watcher._reader
+    assert reader is not None
+    wds = [reader._by_path[f"{name}/devlogs"] for name in names[:100]]
+    # Batches as a busy swarm gives them: an append is IN_MODIFY then IN_CLOSE_WRITE.
+    batches = [[InotifyEvent(wds[(b * 50 + k // 2) % 100], 0x2 if k % 2 == 0 else 0x8, 0,
+                             b"bench.md") for k in range(100)] for b in range(calls // 400)]
 
     def run_handler() -> None:
         watcher.changes.clear()
-        for event in events:
-            watcher._handle(event)
+        for batch in batches:
+            reader._batch(batch)
 
     handler_s = min(timeit.repeat(run_handler, number=1, repeat=3))
     watcher.close()
     return {"agents": size, "calls": calls,
             "observe_ns": observe_s / calls * 1e9,
             "observe_ns_net_of_loop": (observe_s - loop_s) / calls * 1e9,
-            "handler_ns": handler_s / len(events) * 1e9}
+            "handler_ns": handler_s / sum(len(b) for b in batches) * 1e9}
 
 
 def check_wall(size: int) -> dict[str, Any]:

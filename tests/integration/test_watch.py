@@ -275,6 +275,23 @@ class TestNewAgents:
             assert_on_time("new agent", wait_stall(daemon, "Agent-7"), last)
         assert len(stalls(daemon, "Agent-7")) == 1
 
+    def test_under_a_symlinked_root_a_new_inbox_only_agent_is_watched_at_once(self, tmp_path):
+        """/srv/ws -> /data/ws: a folder made after start is added at once (not by the
+        30 s sweep), and its agent's first act, consuming a message, is activity then."""
+        real = tmp_path / "data" / "ws"
+        real.mkdir(parents=True)
+        link = tmp_path / "srv-ws"
+        link.symlink_to(real, target_is_directory=True)
+        with running_daemon(link, tmp_path) as daemon:
+            folder = link / "Agent-3"
+            (folder / "inbox").mkdir(parents=True)
+            (folder / "inbox" / "task.md").write_text("# do it\n")
+            daemon.wait_event("agent_added", 2.0, agent="Agent-3")
+            time.sleep(HEAL / 2)  # a stall counted from the folder would now come early
+            (folder / "inbox" / "task.md").unlink()
+            consumed = time.time()
+            assert_on_time("linked-root agent", wait_stall(daemon, "Agent-3"), consumed)
+
 
 # -- 4: mail is not activity, consuming it is --------------------------------------------
 class TestInbox:
@@ -339,7 +356,13 @@ class TestBurst:
             canary = agent(root, "Agent-99")
             writers.append(Writer(canary, atomic_replace, scratch))
             writers[0].start()
-            lasts = burst(folders, BURST_WRITES)
+            # Frozen while the flood is written, so the kernel queue surely overflows: a
+            # reader that keeps up with bare writes would otherwise never meet the case.
+            os.kill(daemon.proc.pid, signal.SIGSTOP)
+            try:
+                lasts = burst(folders, BURST_WRITES)
+            finally:
+                os.kill(daemon.proc.pid, signal.SIGCONT)
             writers[0].stop_at = time.time() + 1.0
             last_canary = writers[0].finish()
             detected = {f.name: wait_stall(daemon, f.name, timeout=10.0) for f in folders}
