@@ -1,5 +1,5 @@
 """Durable history in SQLite (WAL): incidents, actions, healer's own writes, last activity,
-and the tasks healer reassigned.
+the tasks healer reassigned, and the agents' waits on a human.
 
 The daemon writes from its main thread only; the CLI reads through `open_readonly` meanwhile.
 Past 300 lines: every query of the schema lives here, beside the others it must agree with.
@@ -26,6 +26,7 @@ from healer.adapters.store_sqlite import (
     Database,
     IncidentRow,
 )
+from healer.adapters.store_waits import WaitStore
 from healer.clock import SystemClock
 from healer.core.model import Pipeline, Stage
 from healer.errors import StoreError
@@ -46,6 +47,7 @@ class Store:
     def __init__(self, db: Database, *, clock: Clock | None = None) -> None:
         self._db = db
         self._clock = clock or SystemClock()
+        self.waits = WaitStore(db)  # the agents' waits on a human (healer.adapters.store_waits)
 
     @property
     def path(self) -> Path:
@@ -334,7 +336,7 @@ class Store:
 
     def stats(self, recent: int = 20) -> dict[str, Any]:
         """The SPEC §9 report; definitions in docs/STATE.md and healer.core.stats."""
-        return history_stats(self._db, recent)
+        return history_stats(self._db, recent, self._clock.now())
 
     def prune(self, older_than: float, *, batch: int = PRUNE_BATCH) -> int:
         """Delete incidents closed before `older_than` with their actions, and own-write records
@@ -358,6 +360,7 @@ class Store:
         for table, where in (
             ("actions", "incident_id IS NULL AND ts < ?"),
             ("reassignments", "ts < ?"),
+            ("waits", "ended_at < ?"),  # an open wait is kept, however long it holds
             # A status.json healer wrote last stays recorded however old (one row per
             # agent): forgetting it would let a restart take healer's write for the agent's.
             ("self_writes", "ts < ? AND path NOT LIKE '%/status.json'"),

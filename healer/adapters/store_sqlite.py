@@ -93,8 +93,20 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX reassignments_ts ON reassignments(ts)")
 
 
+def _v4(db: sqlite3.Connection) -> None:
+    # The waits of agents that said they wait on a human (SPEC §12): one row per wait, open
+    # (ended_at NULL) while it holds; alerted_at when its one alert went out.
+    db.execute(
+        """CREATE TABLE waits (
+            id INTEGER PRIMARY KEY, agent TEXT NOT NULL, started_at REAL NOT NULL,
+            ended_at REAL, alerted_at REAL, message TEXT)"""
+    )
+    db.execute("CREATE UNIQUE INDEX waits_open ON waits(agent) WHERE ended_at IS NULL")
+    db.execute("CREATE INDEX waits_ended ON waits(ended_at) WHERE ended_at IS NOT NULL")
+
+
 # Migration k (1-based) takes the schema from version k-1 to k. Append, never edit.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1, _v2, _v3)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 INCIDENT_COLUMNS: Final = (

@@ -81,6 +81,7 @@ class Change:
     when: float
     activity: bool
     folder: FolderEvent | None = None
+    beat: bool = False  # heartbeat.json was written: the daemon reads it
 
 
 class _Handler(FileSystemEventHandler):
@@ -251,7 +252,7 @@ class Watcher:
         for obs in observations:
             if obs.activity and self._own_file(kind, src, dest):
                 continue
-            self.changes.append(Change(obs.agent, now, obs.activity))
+            self.changes.append(Change(obs.agent, now, obs.activity, beat=obs.beat))
         if observations and not self.wake.is_set():
             self.wake.set()
 

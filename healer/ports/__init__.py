@@ -1,7 +1,7 @@
 """The ports: what the engine, the pipelines and the daemon need from the world, as Protocols.
 Adapters (healer/adapters) implement them, healer/testing has a fake of each, healer/wiring
-plugs one into each; a new kind of I/O is one more Protocol here. Past 300 lines: a dozen
-small Protocols, read together as the list of what healer needs from the world."""
+plugs one into each; a new kind of I/O is one more Protocol here (or beside it: heartbeats).
+Past 300 lines: a dozen small Protocols, read together as the list of what healer needs."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from healer.core.model import (
     Stage,
     Transition,
 )
+from healer.ports.heartbeats import HeartbeatRead, WaitLog
 
 __all__ = [
     "AlertSink",
@@ -29,6 +30,7 @@ __all__ = [
     "Counters",
     "Doc",
     "EventSource",
+    "HeartbeatRead",
     "Identity",
     "IncidentLog",
     "IncidentRecord",
@@ -39,6 +41,7 @@ __all__ = [
     "ServiceManager",
     "StatusSnapshot",
     "StatusStore",
+    "WaitLog",
     "WorkspaceReader",
     "Written",
 ]
@@ -145,7 +148,7 @@ class ScanResult(Protocol):
 
 class WorkspaceReader(Protocol):
     """The workspace without events: which agents exist, their last genuine activity (from
-    mtimes, leaving out healer's own writes) and their busy lease."""
+    mtimes, leaving out healer's own writes), their busy lease and their heartbeat."""
 
     def agents(self) -> list[str]: ...
 
@@ -155,10 +158,12 @@ class WorkspaceReader(Protocol):
 
     def lease(self, agent: str, max_lease: float, written_at: float) -> float | None: ...
 
+    def heartbeat(self, agent: str, known: Identity | None) -> HeartbeatRead: ...
+
 
 class Change(Protocol):
     """One thing the event source saw: activity of an agent (or not), or an agent folder
-    that appeared or went away."""
+    that appeared or went away; `beat` when the agent's heartbeat.json was written."""
 
     @property
     def agent(self) -> str: ...
@@ -168,6 +173,8 @@ class Change(Protocol):
     def activity(self) -> bool: ...
     @property
     def folder(self) -> FolderEvent | None: ...
+    @property
+    def beat(self) -> bool: ...
 
 
 class _Clearable(Protocol):
@@ -231,8 +238,11 @@ class IncidentRecord(Protocol):
 
 
 class IncidentLog(Protocol):
-    """The durable history: incidents, actions, healer's own writes, last activity.
-    Every method may raise StoreError."""
+    """The durable history: incidents, actions, healer's own writes, last activity, and
+    (`waits`) the agents' waits. Every method may raise StoreError."""
+
+    @property
+    def waits(self) -> WaitLog: ...
 
     def open_incident(
         self, agent: str, *, opened_at: float, silence_started_at: float, stage: Stage,
