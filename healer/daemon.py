@@ -256,9 +256,9 @@ class Daemon:
                     # The first event of a folder whose creation we did not see.
                     self.engine.add_agent(change.agent)
                     if change.activity:
-                        self.engine.observe(change.agent, change.when)
+                        self.engine.observe(change.agent, change.when, change.beat)
                 case _ if change.activity:
-                    self.engine.observe(change.agent, change.when)
+                    self.engine.observe(change.agent, change.when, change.beat)
         if changes and self.metrics is not None:
             self.metrics.observe_changes(changes, self.clock.now())
         if len(changes) == BATCH:

@@ -10,6 +10,7 @@ from healer.config import Config
 from healer.core.monitor import Monitor
 from healer.core.policy import Incident, Policy, StallDetected, Step
 from healer.executor import Executor
+from healer.heartbeats import Heartbeats
 from healer.history import History
 from healer.ports import AlertSink, Clock, StatusStore, WorkspaceReader
 from healer.tracker import Tracker
@@ -54,14 +55,12 @@ class Engine:
             clock, self.monitor, workspace, files, history, self.policy_for, self.executor,
             cleans_temps=cleans_temps,
         )
+        # What agents say of themselves: waiting on a human, done (heartbeat.json).
+        self.beats = Heartbeats(config, clock, self.monitor, workspace, history,
+                                self.tracker.observe, self.executor.announce)
         self.view = EngineView(self.monitor, self.policy_for, self.executor.counters)
         # Membership and activity, as the daemon and `check` call them.
-        self.start = self.tracker.start
-        self.add_agent = self.tracker.add_agent
         self.remove_agent = self.tracker.remove_agent
-        self.reconcile = self.tracker.reconcile
-        self.rescan = self.tracker.rescan
-        self.observe = self.tracker.observe
 
     def policy_for(self, agent: str) -> Policy:
         c = self.config
@@ -78,6 +77,32 @@ class Engine:
         self.config = config
         self.executor.config = config
         self.monitor.set_policy(self.policy_for)
+        self.beats.reload(config)
+
+    # -- membership and activity: the tracker's, and what the agents' beats make of it -----
+    def start(self) -> int:
+        agents = self.tracker.start()
+        self.beats.start()
+        return agents
+
+    def add_agent(self, agent: str) -> bool:
+        added = self.tracker.add_agent(agent)
+        if added:
+            self.beats.added(agent)
+        return added
+
+    def observe(self, agent: str, when: float, beat: bool = False) -> None:
+        """Genuine activity (`beat`: of heartbeat.json, which is read)."""
+        self.beats.activity(agent, when, beat)
+
+    def reconcile(self) -> tuple[int, int]:
+        counts = self.tracker.reconcile()
+        self.beats.sweep()
+        return counts
+
+    def rescan(self) -> None:
+        self.tracker.rescan()
+        self.beats.sweep()
 
     def save(self) -> None:
         """Persist what a restart needs (called on a clean stop)."""
@@ -120,6 +145,8 @@ class Engine:
         if found is None:
             self.tracker.remove_agent(agent)
             return None
+        if self.beats.recheck(agent, found, now):
+            return None  # waiting on a human, or done: no stall
         if found.last_activity is not None:
             self.tracker.observe(agent, found.last_activity)
         last = self.monitor.table.get(agent)

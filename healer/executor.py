@@ -4,6 +4,7 @@ agent comes back."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,6 +166,16 @@ class Executor:
     def resolved(self, agent: str) -> None:
         """The incident ended without the agent (a resolve, its folder gone): end its alert."""
         self._alert(agent, Transition.RESOLVED)
+
+    def announce(self, agent: str, transition: Transition, details: Mapping[str, Any], *,
+                 carried: bool = False) -> None:
+        """A transition decided beside the ladder (a wait, healer.heartbeats), told like the
+        executor's own; `carried`: an alert open before a restart, kept open, sent anew to
+        nobody."""
+        if not carried:
+            self._alert(agent, transition, **details)
+        elif self._alerts is not None and not self.config.dry_run:
+            self._alerts.restore(agent, transition, details)
 
     # -- helpers --------------------------------------------------------------------------
     def _ensure_row(self, incident: Incident, now: float) -> None:

@@ -15,6 +15,7 @@ from healer.core.model import IncidentOutcome, Pipeline, Settlement, Stage
 from healer.core.policy import Incident, Policy
 from healer.errors import StoreError
 from healer.ports import Clock, Identity, IncidentLog, IncidentRecord
+from healer.ports.heartbeats import WaitRecord
 
 __all__ = ["HISTORY_PAUSE", "History", "Loaded", "incident_from_row"]
 
@@ -171,6 +172,28 @@ class History:
         if self.log is not None:
             self._call(self.log.record_reassignment, ts=ts, from_agent=from_agent,
                        to_agent=to_agent, tasks=tasks, to_status=to_status)
+
+    # -- waits on a human (the caller keeps each open wait's id) ---------------------------
+    def open_waits(self) -> dict[str, WaitRecord]:
+        """The waits open on record, for a start to resume (errors propagate, as load()'s)."""
+        if self.log is None:
+            return {}
+        return {row.agent: row for row in self.log.waits.open_waits()}
+
+    def open_wait(self, agent: str, started_at: float, message: str | None) -> int | None:
+        if self.log is None:
+            return None
+        wait_id = self._call(self.log.waits.open_wait, agent, started_at=started_at,
+                             message=message)
+        return int(wait_id) if wait_id else None
+
+    def wait_alerted(self, wait_id: int | None, at: float) -> None:
+        if self.log is not None and wait_id is not None:
+            self._call(self.log.waits.wait_alerted, wait_id, at=at)
+
+    def close_wait(self, wait_id: int | None, ended_at: float) -> None:
+        if self.log is not None and wait_id is not None:
+            self._call(self.log.waits.close_wait, wait_id, ended_at=ended_at)
 
     def prune(self, older_than: float) -> None:
         if self.log is not None:
