@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import structlog
 
+from healer.breakers import Breakers, lookback
 from healer.config import Config
 from healer.core.monitor import Monitor
 from healer.core.policy import Incident, Policy, StallDetected, Step
 from healer.executor import Executor
+from healer.fold import AlertFold
 from healer.heartbeats import Heartbeats
 from healer.history import History
 from healer.ports import AlertSink, Clock, StatusStore, WorkspaceReader
@@ -48,8 +50,9 @@ class Engine:
         self.history = history
         self._workspace = workspace
         self.monitor = Monitor(self.policy_for, config.tick, clock.now())
+        self.breakers = Breakers(config, self.monitor, AlertFold(alerts))
         self.executor = Executor(
-            config, clock, self.monitor, files, history, alerts, keep_actions=keep_actions
+            config, clock, self.monitor, files, history, self.breakers, keep_actions=keep_actions
         )
         self.tracker = Tracker(
             clock, self.monitor, workspace, files, history, self.policy_for, self.executor,
@@ -58,7 +61,8 @@ class Engine:
         # What agents say of themselves: waiting on a human, done (heartbeat.json).
         self.beats = Heartbeats(config, clock, self.monitor, workspace, history,
                                 self.tracker.observe, self.executor.announce)
-        self.view = EngineView(self.monitor, self.policy_for, self.executor.counters)
+        self.view = EngineView(self.monitor, self.policy_for, self.executor.counters,
+                               flapping=self.breakers.is_flapping)
         # Membership and activity, as the daemon and `check` call them.
         self.remove_agent = self.tracker.remove_agent
 
@@ -72,19 +76,25 @@ class Engine:
             healing_enabled=c.healing_enabled,
         )
 
-    def reload(self, config: Config) -> None:
-        """New config, same state: incidents, attempts and counters carry over."""
-        self.config = config
-        self.executor.config = config
-        self.monitor.set_policy(self.policy_for)
-        self.beats.reload(config)
-
-    # -- membership and activity: the tracker's, and what the agents' beats make of it -----
     def start(self) -> int:
+        """The breaker from the history first (an incident carried over from a flapping
+        agent must not resume its ladder), then the agents, then what their heartbeats say;
+        returns how many there are."""
+        now = self.clock.now()
+        self.breakers.restore(self.history.incident_spans(now - lookback(self.config)), now)
         agents = self.tracker.start()
         self.beats.start()
         return agents
 
+    def reload(self, config: Config) -> None:
+        """New config, same state: incidents, attempts and counters carry over."""
+        self.config = config
+        self.executor.config = config
+        self.breakers.reload(config)
+        self.monitor.set_policy(self.policy_for)
+        self.beats.reload(config)
+
+    # -- membership and activity: the tracker's, and what the agents' beats make of it -----
     def add_agent(self, agent: str) -> bool:
         added = self.tracker.add_agent(agent)
         if added:
@@ -112,6 +122,7 @@ class Engine:
     def step(self, now: float | None = None) -> int:
         """Handle every decision due now; returns how many agents were looked at."""
         now = self.clock.now() if now is None else now
+        held_back = self.breakers.tick(now)
         due = self.monitor.due(now)
         # Detection first, for every due agent, then the actions: when a thousand agents
         # stall together (an API outage), the last one's stall is not reported only after
@@ -125,6 +136,12 @@ class Engine:
                 continue
             if decided is not None:
                 acting.append(decided)
+        self.breakers.judge(now)
+        for agent in held_back:
+            try:
+                self.executor.reassign(agent, now)
+            except Exception:
+                self._step_failed(agent, now)
         for agent, incident, steps, last in acting:
             try:
                 for step in steps:
@@ -157,7 +174,9 @@ class Engine:
             self.monitor.rearm(agent)
             return None
         lease = self._workspace.lease(agent, self.config.max_busy_lease, last)
-        decision = self.monitor.evaluate(agent, now, lease)
+        opening = self.monitor.incident(agent) is None
+        acts = not self.breakers.mutes(agent, now, opening=opening)
+        decision = self.monitor.evaluate(agent, now, lease, acting=acts)
         if decision.incident is None or not decision.steps:
             return None
         rest: list[Step] = []

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from healer.breakers import Breakers
 from healer.config import Config
 from healer.core.isotime import iso
 from healer.core.model import (
@@ -35,11 +36,20 @@ from healer.history import History
 from healer.pipelines import recovery
 from healer.pipelines.healing import ActionOutcome, Context, apply_rung
 from healer.pipelines.messages import escalation_marker
-from healer.ports import AlertSink, Clock, Counters, StatusStore
+from healer.ports import Clock, Counters, StatusStore
 
 __all__ = ["ActionReport", "Executor"]
 
 log = structlog.get_logger()
+
+# A reassignment a swarm outage holds back: failed (nothing moved), said why, and recorded
+# like any failed action; `skipped` tells it apart from a reassignment that went wrong.
+_HELD_BACK = ActionOutcome(
+    RecoveryAction.REASSIGN_TASKS, False,
+    "held back: the swarm is in an outage, no healthy agent to take the tasks",
+    {"skipped": "swarm_outage"},
+)
+_LOGGED_DETAIL = ("tasks", "to", "skipped")  # what a recovery action's log line says it did
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +72,7 @@ class Executor:
         monitor: Monitor,
         files: StatusStore,
         history: History,
-        alerts: AlertSink | None,
+        breakers: Breakers,
         *,
         keep_actions: bool = False,
     ) -> None:
@@ -71,7 +81,7 @@ class Executor:
         self._monitor = monitor
         self._files = files
         self._history = history
-        self._alerts = alerts
+        self._breakers = breakers
         self.counters = Counters()
         self._counted: dict[str, float] = {}  # agent -> opened_at of the incident counted
         # `check` reports what it did; a daemon must not keep every action of its lifetime.
@@ -81,11 +91,13 @@ class Executor:
                   ) -> None:
         match step:
             case StallDetected(pipeline=pipeline, silent_for=silent_for, threshold=threshold):
-                self._ensure_row(incident, now)
+                opened = self._ensure_row(incident, now)
                 log.warning(
                     "stall_detected", agent=agent, pipeline=pipeline.value,
                     silent_for=round(silent_for, 3), threshold=threshold,
                 )
+                if opened:
+                    self._breakers.opened(agent, incident.opened_at)
             case SettleAttempt(attempt=attempt):
                 self._history.settle(agent, attempt, Settlement.FAILED)
             case HealAttempt(attempt=attempt, action=action):
@@ -106,9 +118,8 @@ class Executor:
         if self.config.agent_rescue:
             outcomes.append(recovery.rescue(self._files, ctx))
         if self.config.auto_recovery:
-            outcomes.append(recovery.reassign_tasks(
-                self._files, ctx, self._active_agents(agent), sent=self._history
-            ))
+            held = self._breakers.holds_tasks(agent)
+            outcomes.append(_HELD_BACK if held else self._reassign(ctx))
         for outcome in outcomes:
             self._record(agent, Pipeline.RECOVERY, outcome, 0, now)
         self._alert(agent, Transition.STALLED, silent_for=round(now - last, 3),
@@ -131,6 +142,14 @@ class Executor:
         self.counters.escalations += 1
         self._alert(agent, Transition.ESCALATED, attempts=attempts, actions=list(actions))
 
+    def reassign(self, agent: str, now: float) -> None:
+        """The reassignment a swarm outage held back, now that healthy agents are back."""
+        incident, last = self._monitor.incident(agent), self._monitor.table.get(agent)
+        if incident is None or last is None or not self.config.auto_recovery:
+            return
+        ctx = Context(agent, now, 0, now - last, last, incident.actions)
+        self._record(agent, Pipeline.RECOVERY, self._reassign(ctx), 0, now)
+
     def recovered(self, agent: str, incident: Incident, when: float) -> None:
         """The agent showed genuine activity: its incident ends as recovered."""
         silent_for = max(0.0, when - incident.silence_start)
@@ -148,24 +167,27 @@ class Executor:
             # Humans heard of this incident (the recovery alert or the escalation): close it.
             self._alert(agent, Transition.RECOVERED, silent_for=round(silent_for, 3),
                         attempts=incident.attempts)
+        self._breakers.closed(agent, when)
         self._history.save_last_activity({agent: when})
 
     def resumed(self, agent: str, incident: Incident, now: float) -> None:
         """A carried incident that humans heard of keeps its alert open after a restart."""
-        if self._alerts is None or self.config.dry_run:
+        if self.config.dry_run:
             return
         silent_for = round(max(0.0, now - incident.silence_start), 3)
+        fold = self._breakers.fold
         if incident.escalated:
-            self._alerts.restore(agent, Transition.ESCALATED, {
+            fold.restore(agent, Transition.ESCALATED, {
                 "attempts": incident.attempts, "actions": list(incident.actions),
                 "silent_for": silent_for,
             })
-        elif incident.recovery_done:
-            self._alerts.restore(agent, Transition.STALLED, {"silent_for": silent_for})
+        elif incident.recovery_done and not self._breakers.is_flapping(agent):
+            fold.restore(agent, Transition.STALLED, {"silent_for": silent_for})
 
     def resolved(self, agent: str) -> None:
         """The incident ended without the agent (a resolve, its folder gone): end its alert."""
         self._alert(agent, Transition.RESOLVED)
+        self._breakers.closed(agent, self._clock.now())
 
     def announce(self, agent: str, transition: Transition, details: Mapping[str, Any], *,
                  carried: bool = False) -> None:
@@ -174,20 +196,23 @@ class Executor:
         nobody."""
         if not carried:
             self._alert(agent, transition, **details)
-        elif self._alerts is not None and not self.config.dry_run:
-            self._alerts.restore(agent, transition, details)
+        elif not self.config.dry_run:
+            self._breakers.fold.restore(agent, transition, details)
 
     # -- helpers --------------------------------------------------------------------------
-    def _ensure_row(self, incident: Incident, now: float) -> None:
+    def _ensure_row(self, incident: Incident, now: float) -> bool:
+        """Record the incident if it is not yet; True the first time it is seen."""
         agent = incident.agent
         if self._history.id_of(agent) is not None:
-            return
-        if self._counted.get(agent) != incident.opened_at:  # once, with or without a history
+            return False
+        first = self._counted.get(agent) != incident.opened_at
+        if first:  # once, with or without a history
             self._counted[agent] = incident.opened_at
             self.counters.incidents_opened += 1
             self.counters.detection_seconds += max(0.0, now - incident.silence_start)
         stage = Stage.HEALING if self.config.healing_enabled else Stage.RECOVERING
         self._history.open_incident(incident, now, stage)
+        return first
 
     def _record(
         self, agent: str, pipeline: Pipeline, outcome: ActionOutcome, attempt: int, now: float
@@ -198,6 +223,7 @@ class Executor:
         fields: dict[str, Any] = {"agent": agent, "action": outcome.action, "ok": outcome.ok}
         if outcome.error:
             fields["error"] = outcome.error
+        fields.update({k: outcome.detail[k] for k in _LOGGED_DETAIL if k in outcome.detail})
         if self.config.dry_run:
             fields["dry_run"] = True  # decided and logged, not written: no one may think so
         self.counters.results[(pipeline.value, outcome.action, outcome.ok)] += 1
@@ -221,8 +247,12 @@ class Executor:
         ]
         return [a for _, a in sorted(rows, reverse=True)]
 
+    def _reassign(self, ctx: Context) -> ActionOutcome:
+        return recovery.reassign_tasks(
+            self._files, ctx, self._active_agents(ctx.agent), sent=self._history
+        )
+
     def _alert(self, agent: str, transition: Transition, **details: Any) -> None:
         if self.config.dry_run:
             return
-        if self._alerts is not None:
-            self._alerts.send(agent, transition, details)
+        self._breakers.fold.send(agent, transition, details)

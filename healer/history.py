@@ -76,6 +76,10 @@ class History:
             self.log.last_resolved(),
         )
 
+    def incident_spans(self, since: float) -> list[tuple[str, float, float | None]]:
+        """(agent, opened, closed or None) of the incidents open or closed after `since`."""
+        return [] if self.log is None else list(self.log.incident_spans(since))
+
     def open_ids(self) -> set[int] | None:
         """Ids of the incidents still open on record (None when it could not be read)."""
         if self.log is None:

@@ -16,8 +16,8 @@ __all__ = ["age", "fit", "live_status", "render_stats", "render_status"]
 
 STAGE_COLORS = {
     Stage.ACTIVE: "green", Stage.BUSY: "blue", Stage.HEALING: "yellow",
-    Stage.RECOVERING: "magenta", Stage.ESCALATED: "red", Stage.WAITING: "cyan",
-    Stage.DONE: "bright_black",
+    Stage.RECOVERING: "magenta", Stage.ESCALATED: "red", Stage.FLAPPING: "cyan",
+    Stage.WAITING: "bright_yellow", Stage.DONE: "bright_black",
 }
 
 

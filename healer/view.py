@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from healer.breakers import flap_policy, lookback
 from healer.config import Config
 from healer.core.activity import merged_last_activity
+from healer.core.flap import FlapBreaker
 from healer.core.heartbeat import Heartbeat, parse_heartbeat
 from healer.core.isotime import iso
 from healer.core.model import Pipeline, Stage
@@ -35,11 +37,13 @@ class EngineView:
     """Read-only questions about the engine's state."""
 
     def __init__(
-        self, monitor: Monitor, policy_for: Callable[[str], Policy], counters: Counters
+        self, monitor: Monitor, policy_for: Callable[[str], Policy], counters: Counters,
+        *, flapping: Callable[[str], bool] = lambda _agent: False,
     ) -> None:
         self._monitor = monitor
         self._policy_for = policy_for
         self.counters = counters
+        self._flapping = flapping
 
     def agents(self) -> list[tuple[str, float]]:
         """Every tracked agent with its last activity, by name."""
@@ -73,7 +77,15 @@ class EngineView:
     def stages(self, now: float) -> tuple[tuple[str, float, Stage], ...]:
         """Every agent with its last activity and stage at `now` (for the metrics)."""
         monitor = self._monitor
-        return tuple((a, last, monitor.stage(a, now)) for a, last in monitor.table.items())
+        return tuple((a, last, _flapped(monitor.stage(a, now), self._flapping(a)))
+                     for a, last in monitor.table.items())
+
+
+def _flapped(stage: Stage, flapping: bool) -> Stage:
+    """A flapping agent's stage says so (it is not being healed), unless it is escalated,
+    or waiting on a human or done: what it said of itself is what a human acts on."""
+    kept = (Stage.ESCALATED, Stage.WAITING, Stage.DONE)
+    return Stage.FLAPPING if flapping and stage not in kept else stage
 
 
 def _iso(when: float | None) -> str | None:
@@ -88,10 +100,14 @@ def status_rows(
     stored: dict[str, float] = {}
     incidents: dict[str, IncidentRecord] = {}
     waits: dict[str, WaitRecord] = {}
+    flapping: set[str] = set()
     if history is not None:
         stored = history.last_activities()
         incidents = {row.agent: row for row in history.open_incidents()}
         waits = {row.agent: row for row in history.waits.open_waits()}
+        # The daemon's breaker, rebuilt the way a restarted daemon rebuilds it.
+        spans = history.incident_spans(now - lookback(config))
+        flapping = set(FlapBreaker(flap_policy(config)).replay(spans, now))
     rows = []
     for agent in workspace.agents():
         found = workspace.scan(agent, now)
@@ -110,6 +126,7 @@ def status_rows(
         # An open incident's stage is the one on record; then what the agent's newest beat
         # says (waiting, done); else the core's rule.
         stage = Stage(row.stage) if row is not None else held or stage_of(None, busy=busy)
+        stage = _flapped(stage, agent in flapping)
         rows.append({
             "agent": agent,
             "last_activity": _iso(last),

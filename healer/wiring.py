@@ -121,7 +121,9 @@ def watch(config: Config, load: Callable[[], Config] | None = None) -> None:
     """Run the daemon until a signal stops it; `load` reads the config again on SIGHUP."""
     clock = SystemClock()
     store = None if config.dry_run else open_history(config, write=True)
-    alerter = Alerter.from_config(config.alerts, workspaces=config.workspaces)
+    alerter = Alerter.from_config(
+        config.alerts, workspaces=config.workspaces, swarm=config.swarm.name
+    )
     parts = _assemble(config, clock, store, alerter, record=True, keep_actions=False)
     watcher = Watcher(
         config.workspaces,
@@ -188,7 +190,9 @@ def check(config: Config, *, act: bool) -> CheckReport:
     """One look at every agent; with `act` (--now) the pipelines run once as well."""
     clock = SystemClock()
     store = open_history(config, write=act and not config.dry_run)
-    alerter = Alerter.from_config(config.alerts, workspaces=config.workspaces) if act else None
+    alerter = Alerter.from_config(
+        config.alerts, workspaces=config.workspaces, swarm=config.swarm.name
+    ) if act else None
     try:
         engine = build_engine(config, clock, store=store, alerter=alerter, record=act,
                               keep_actions=True)

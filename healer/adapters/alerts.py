@@ -40,7 +40,6 @@ __all__ = [
     "Alerter",
     "Delivery",
     "Transition",
-    "swarm_name",
 ]
 
 DISCORD_ENV = "HEALER_DISCORD_WEBHOOK"
@@ -49,11 +48,6 @@ TRANSITIONS = frozenset(Transition)
 _DISCORD_MAX_CONTENT = 2000  # Discord rejects longer messages with a 400
 
 log = structlog.get_logger()
-
-
-def swarm_name(workspaces: Path) -> str:
-    """The default `swarm` label: the workspace root's folder name."""
-    return Path(os.path.abspath(workspaces)).name or "root"
 
 
 class Alerter:
@@ -122,13 +116,11 @@ class Alerter:
         alerts: AlertsConfig,
         *,
         workspaces: Path | None = None,
-        swarm: str | None = None,
+        swarm: str = "",
         **kwargs: Any,
     ) -> Alerter:
         """The one way `watch` and `check --now` build their alerter: every setting of
-        `healer.alerts` applies to both."""
-        if swarm is None:
-            swarm = swarm_name(workspaces) if workspaces is not None else ""
+        `healer.alerts` applies to both; `swarm` is `healer.swarm.name`."""
         return cls.from_env(
             alerts.webhook_url, timeout=alerts.timeout, max_tries=alerts.max_tries,
             backoff=alerts.backoff, alertmanager_urls=alerts.alertmanager_url,

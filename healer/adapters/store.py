@@ -201,6 +201,15 @@ class Store:
             ).fetchone()
         return None if row is None else IncidentRow._from(row)
 
+    def incident_spans(self, since: float) -> list[tuple[str, float, float | None]]:
+        """(agent, opened_at, closed_at) of incidents open or closed after `since` (indexed)."""
+        with self._db.guard("read recent incidents"):
+            rows = self._db.conn.execute(
+                "SELECT agent, opened_at, closed_at FROM incidents WHERE closed_at IS NULL"
+                " OR closed_at > ? ORDER BY opened_at, id", (since,),
+            ).fetchall()
+        return [(str(a), float(o), None if c is None else float(c)) for a, o, c in rows]
+
     # -- actions ------------------------------------------------------------------------------
 
     def record_action(
@@ -222,17 +231,8 @@ class Store:
             cur = db.execute(
                 "INSERT INTO actions (ts, agent, incident_id, pipeline, action, attempt,"
                 " applied_ok, error, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ts,
-                    agent,
-                    incident_id,
-                    kind.value,
-                    action,
-                    attempt,
-                    int(applied_ok),
-                    error,
-                    outcome,
-                ),
+                (ts, agent, incident_id, kind.value, action, attempt, int(applied_ok), error,
+                 outcome),
             )
         return int(cur.lastrowid or 0)
 

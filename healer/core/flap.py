@@ -4,7 +4,8 @@ and again, which would be a restart storm. Pure: incident times in, verdicts out
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["FlapBreaker", "FlapPolicy", "FlapVerdict"]
@@ -67,6 +68,36 @@ class FlapBreaker:
         if not state.flapping and not state.opened:
             del self._agents[agent]
 
+    def would_flap(self, agent: str, now: float) -> bool:
+        """Whether an incident of `agent` opening at `now` finds it flapping, or trips it:
+        asked before the decision, so that the tripping incident never starts its ladder."""
+        state = self._agents.get(agent)
+        if state is not None and state.flapping:
+            return True
+        horizon = now - self.policy.window
+        recent = 0 if state is None else sum(1 for t in state.opened if t > horizon)
+        return recent + 1 >= self.policy.incidents
+
+    def recent(self, agent: str) -> int:
+        """How many incidents of `agent` opened within the window (as of the last look)."""
+        state = self._agents.get(agent)
+        return 0 if state is None else len(state.opened)
+
+    def replay(self, spans: Iterable[tuple[str, float, float | None]], now: float) -> list[str]:
+        """Rebuild from the incident history after a restart: (agent, opened, closed or None
+        while open), as if the breaker had seen them; returns the agents flapping at `now`."""
+        by_agent: defaultdict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        for agent, opened, closed in spans:
+            by_agent[agent].append((opened, closed))
+        for agent, times in by_agent.items():
+            for opened, closed in sorted(times, key=lambda t: t[0]):
+                self._end_if_quiet(agent, opened)
+                self.opened(agent, opened)
+                if closed is not None:
+                    self.closed(agent, closed)
+        self.sweep(now)
+        return self.flapping()
+
     def is_flapping(self, agent: str) -> bool:
         state = self._agents.get(agent)
         return state is not None and state.flapping
@@ -81,14 +112,8 @@ class FlapBreaker:
     def sweep(self, now: float) -> list[str]:
         """Agents whose flapping is over at `now` (a whole quiet window since the end of
         their last incident); also drops openings that left the window."""
-        over: list[str] = []
+        over = [agent for agent in list(self._agents) if self._end_if_quiet(agent, now)]
         for agent, state in list(self._agents.items()):
-            self._expire(state, now)
-            if state.flapping and not state.open_now and state.last_end is not None and (
-                now - state.last_end >= self.policy.window
-            ):
-                state.flapping = False
-                over.append(agent)
             if not state.flapping and not state.open_now and not state.opened:
                 del self._agents[agent]
         return sorted(over)
@@ -104,6 +129,20 @@ class FlapBreaker:
 
     def set_policy(self, policy: FlapPolicy) -> None:
         self.policy = policy
+
+    def _end_if_quiet(self, agent: str, now: float) -> bool:
+        """End the agent's flapping if a whole window has passed since its last incident
+        ended; True when it ended. Drops openings that left the window."""
+        state = self._agents.get(agent)
+        if state is None:
+            return False
+        self._expire(state, now)
+        if state.flapping and not state.open_now and state.last_end is not None and (
+            now - state.last_end >= self.policy.window
+        ):
+            state.flapping = False
+            return True
+        return False
 
     def _expire(self, state: _Agent, now: float) -> None:
         horizon = now - self.policy.window

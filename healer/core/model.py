@@ -138,6 +138,7 @@ class Stage(enum.Enum):
     RECOVERING = "recovering"
     ESCALATED = "escalated"
     BUSY = "busy"
+    FLAPPING = "flapping"  # stalls again and again: detected and recorded, not healed
 
 
 class Pipeline(enum.Enum):

@@ -4,6 +4,7 @@ policy. Pure: time comes in as arguments, I/O happens in the caller."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from healer.core.activity import ActivityTable
 from healer.core.model import Stage
@@ -95,14 +96,18 @@ class Monitor:
                 out.append(agent)
         return out
 
-    def evaluate(self, agent: str, now: float, lease_until: float | None = None) -> Decision:
-        """Run the policy for a due agent and keep its result."""
+    def evaluate(
+        self, agent: str, now: float, lease_until: float | None = None, *, acting: bool = True
+    ) -> Decision:
+        """Run the policy for a due agent and keep its result; `acting=False` detects and
+        reports the stall but runs no step of either pipeline (a flapping agent)."""
         last = self.table.get(agent)
         if last is None:
             return Decision(None, (), None)
-        decision = decide(
-            agent, last, self._incidents.get(agent), now, self._policy_for(agent), lease_until
-        )
+        policy = self._policy_for(agent)
+        if not acting:
+            policy = replace(policy, acting=False)
+        decision = decide(agent, last, self._incidents.get(agent), now, policy, lease_until)
         if decision.busy and lease_until is not None:
             self._hold[agent] = lease_until
         elif decision.incident is None and decision.next_at is not None:
@@ -162,6 +167,10 @@ class Monitor:
 
     def incidents(self) -> dict[str, Incident]:
         return dict(self._incidents)
+
+    def incident_count(self) -> int:
+        """How many agents are in an open incident (asked at every step: no copy)."""
+        return len(self._incidents)
 
     def stage(self, agent: str, now: float) -> Stage:
         if agent in self._parked:

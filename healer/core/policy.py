@@ -31,6 +31,9 @@ class Policy:
     max_attempts: int
     ladder: tuple[str, ...]
     healing_enabled: bool = True
+    # False: the stalls are detected and reported, nothing is done (a flapping agent, whose
+    # healing again and again would be a restart storm; SPEC §14).
+    acting: bool = True
 
     def first_deadline(self, last_activity: float) -> float:
         threshold = min(self.heal_after, self.recover_after) if self.healing_enabled else (
@@ -125,6 +128,9 @@ def _heal(inc: Incident, now: float, silent: float, p: Policy, steps: list[Step]
     if not inc.healing_detected:
         steps.append(StallDetected(Pipeline.HEALING, silent, p.heal_after))
         inc = replace(inc, healing_detected=True)
+    if not p.acting:
+        # No attempt is due any more: a pending one would keep the agent due at every tick.
+        return replace(inc, next_attempt_at=None)
     if inc.escalated or (inc.next_attempt_at is not None and now < inc.next_attempt_at):
         return inc
     if inc.attempts > 0:
@@ -170,7 +176,8 @@ def decide(
         incident = _heal(incident, now, silent, policy, steps)
     if recover_due and not incident.recovery_done:
         steps.append(StallDetected(Pipeline.RECOVERY, silent, policy.recover_after))
-        steps.append(RunRecovery(silent))
+        if policy.acting:
+            steps.append(RunRecovery(silent))
         incident = replace(incident, recovery_done=True)
     pending = [incident.next_attempt_at] if incident.next_attempt_at is not None else []
     if not incident.recovery_done:

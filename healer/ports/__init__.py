@@ -1,7 +1,8 @@
 """The ports: what the engine, the pipelines and the daemon need from the world, as Protocols.
 Adapters (healer/adapters) implement them, healer/testing has a fake of each, healer/wiring
-plugs one into each; a new kind of I/O is one more Protocol here (or beside it: heartbeats).
-Past 300 lines: a dozen small Protocols, read together as the list of what healer needs."""
+plugs one into each; a new kind of I/O is one more Protocol here, or in a module beside it
+(ports/heartbeats.py, ports/service.py) re-exported here. Past 300 lines: a dozen small
+Protocols, read together as the list of what healer needs from the world."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from healer.core.model import (
     Transition,
 )
 from healer.ports.heartbeats import HeartbeatRead, WaitLog
+from healer.ports.service import ServiceManager
 
 __all__ = [
     "AlertSink",
@@ -263,6 +265,11 @@ class IncidentLog(Protocol):
 
     def open_incident_for(self, agent: str) -> IncidentRecord | None: ...
 
+    def incident_spans(self, since: float) -> Sequence[tuple[str, float, float | None]]:
+        """(agent, opened_at, closed_at or None) of the incidents open, or closed after
+        `since`, oldest first: what the flapping breaker is rebuilt from."""
+        ...
+
     def last_resolved(self) -> dict[str, float]: ...
 
     def record_action(
@@ -334,22 +341,6 @@ class AlertSink(Protocol):
         ...
 
     def close(self, timeout: float) -> None: ...
-
-
-class ServiceManager(Protocol):
-    """systemd's notify protocol; every call is a no-op when no manager listens."""
-
-    def ready(self) -> bool: ...
-
-    def ping(self) -> bool: ...
-
-    def stopping(self) -> bool: ...
-
-    def reloading(self) -> bool: ...
-
-    def status(self, text: str) -> bool: ...
-
-    def watchdog_interval(self) -> float | None: ...
 
 
 @dataclass(slots=True)

@@ -114,6 +114,11 @@ class MemoryIncidentLog:
     def open_incident_for(self, agent: str) -> _Incident | None:
         return next((r for r in self.open_incidents() if r.agent == agent), None)
 
+    def incident_spans(self, since: float) -> list[tuple[str, float, float | None]]:
+        rows = [r for r in self.incidents if r.closed_at is None or r.closed_at > since]
+        return [(r.agent, r.opened_at, r.closed_at)
+                for r in sorted(rows, key=lambda r: (r.opened_at, r.id))]
+
     def last_resolved(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for row in self.incidents:

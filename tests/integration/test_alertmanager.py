@@ -141,7 +141,7 @@ class TestAgainstAlertmanager:
 
 
 def _alertmanager_config(am: AlertmanagerProcess) -> str:
-    return f"healer:\n  alerts:\n    alertmanager_url: {am.url}\n"
+    return f"healer:\n  swarm: {{name: fleet-a}}\n  alerts:\n    alertmanager_url: {am.url}\n"
 
 
 class TestDaemonAgainstAlertmanager:
@@ -149,7 +149,8 @@ class TestDaemonAgainstAlertmanager:
         self, tmp_path: Path
     ) -> None:
         """The real `healer watch`: at recover_after the silent agent's AgentStalled is in
-        GET /api/v2/alerts with the §15 labels; its next write ends it."""
+        GET /api/v2/alerts with the §15 labels (`swarm` from healer.swarm.name); its next
+        write ends it."""
         root = tmp_path / "ws"
         make_agent(root, "Agent-1")
         make_agent(root, "Agent-2")
@@ -168,7 +169,7 @@ class TestDaemonAgainstAlertmanager:
                 [alert] = stalled
                 assert alert["labels"] == {
                     "alertname": "AgentStalled", "agent": "Agent-1",
-                    "host": socket.gethostname(), "swarm": "ws", "severity": "warning"}
+                    "host": socket.gethostname(), "swarm": "fleet-a", "severity": "warning"}
                 assert alert["annotations"]["agent_dir"] == os.path.abspath(root / "Agent-1")
                 d.wait_event("alert_sent", agent="Agent-1", transition="stalled", ok=True,
                              target="alertmanager")

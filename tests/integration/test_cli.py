@@ -190,7 +190,7 @@ class TestMetrics:
                 families.update(scrape())
                 stages = {s.labels["stage"]: s.value for s in families["healer_agents"].samples}
                 return stages == {"active": 1, "busy": 1, "healing": 1, "recovering": 0,
-                                  "escalated": 1, "waiting": 0, "done": 0}
+                                  "escalated": 1, "flapping": 0, "waiting": 0, "done": 0}
 
             assert poll_until(settled, timeout=10, interval=0.1)
         silence = {s.labels["agent"]: s.value

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from healer.adapters.alerts import Alerter
 from healer.adapters.store import Store
-from healer.config import AgentOverride, Config
+from healer.config import AgentOverride, Config, SwarmConfig
 from healer.core.model import ESCALATION_MARKER
 from healer.testing import FakeClock
 from healer.wiring import build_engine
@@ -83,7 +83,10 @@ def swarm(tmp_path: Path) -> Iterator[tuple[Path, Config]]:
             "current_mission": "mission", "last_updated": "2025-11-28 12:45:00",
             "current_tasks": tasks, "custom_field": {"keep": [1, 2, 3]},
         })
-    config = Config(workspaces=root, heal_after=HEAL, recover_after=RECOVER, tick=TICK)
+    # The three agents' own pipelines, not the swarm's judgement (tests/unit/test_breakers.py):
+    # all three silent at once would be a swarm outage.
+    config = Config(workspaces=root, heal_after=HEAL, recover_after=RECOVER, tick=TICK,
+                    swarm=SwarmConfig(min_agents=4))
     yield root, config
 
 
@@ -419,7 +422,10 @@ class TestSpreading:
         for n in range(1, 4):
             make_agent(root, f"Agent-S{n}", {"current_tasks": [f"S{n} a", f"S{n} b"]})
             make_agent(root, f"Agent-H{n}", {"current_tasks": []})
-        config = Config(workspaces=root, heal_after=HEAL, recover_after=RECOVER, tick=TICK)
+        # Three of six stalled is a swarm outage by default (half of them), which holds the
+        # tasks back; here the spreading is under test.
+        config = Config(workspaces=root, heal_after=HEAL, recover_after=RECOVER, tick=TICK,
+                        swarm=SwarmConfig(outage_fraction=0.6))
         rig = Rig(root, config)
         set_age(root, rig.clock.now())
         rig.start()

@@ -95,6 +95,28 @@ class TestDecide:
         assert kinds(d) == ["StallDetected", "RunRecovery"]
         assert stage_of(d.incident) is Stage.RECOVERING and d.next_at is None
 
+    def test_a_policy_that_does_not_act_only_detects(self) -> None:
+        """A flapping agent's incident: both stalls reported, no rung, no recovery, and no
+        timer left once both are reported (it would fire at every tick)."""
+        quiet = Policy(120, 300, 3, HEAL_ACTIONS, acting=False)
+        timeline = dict(walk(quiet, [120, 240, 300, 5000]))
+        assert timeline[120].steps == (StallDetected(Pipeline.HEALING, 120, 120),)
+        assert timeline[120].next_at == T0 + 300
+        assert timeline[240].steps == ()
+        assert timeline[300].steps == (StallDetected(Pipeline.RECOVERY, 300, 300),)
+        assert timeline[300].next_at is None and timeline[5000].steps == ()
+        incident = timeline[5000].incident
+        assert incident is not None and incident.attempts == 0 and not incident.escalated
+
+    def test_a_quiet_policy_drops_an_attempt_that_was_pending(self) -> None:
+        """An incident carried over a restart with attempt 2 due, of an agent now flapping."""
+        quiet = Policy(120, 300, 3, HEAL_ACTIONS, acting=False)
+        carried = Incident("Agent-1", T0, T0 + 120, attempts=1, next_attempt_at=T0 + 240,
+                           healing_detected=True, actions=("force_update",))
+        d = decide("Agent-1", T0, carried, T0 + 240, quiet)
+        assert d.steps == () and d.next_at == T0 + 300
+        assert d.incident is not None and d.incident.next_attempt_at is None
+
     def test_recover_after_shorter_than_heal_after_runs_recovery_first(self) -> None:
         policy = Policy(heal_after=200, recover_after=100, max_attempts=3, ladder=HEAL_ACTIONS)
         d = decide("Agent-1", T0, None, T0 + 100, policy)
