@@ -335,3 +335,26 @@ class TestRestartAndConfig:
         with capture_logs() as logs:
             rig.run(ALERT_AFTER + TICK)
         assert named(logs, "waiting_alert") and rig.alerts.alerts == []
+
+
+class TestTheSwarm:
+    def test_waiting_agents_count_in_the_size_but_never_in_an_incident(self, tmp_path: Path
+                                                                       ) -> None:
+        """3 of 7 stalled is no outage while 3 more wait on a human (3/7 < 0.5); were the
+        waiting left out of the size, 3 of 4 would be one."""
+        rig = Rig(tmp_path)
+        agents = [f"Agent-{n}" for n in range(1, 8)]
+        for agent in agents:
+            rig.workspace.add(agent, rig.clock.now())
+        rig.engine.start()
+        for agent in agents[3:6]:
+            rig.beat(agent, "waiting")
+        with capture_logs() as logs:
+            for _ in range(int((HEAL + TICK) / TICK) + 1):
+                rig.clock.advance(TICK)
+                rig.write("Agent-7")
+                rig.engine.step()
+        assert rig.engine.monitor.incident_count() == 3
+        assert rig.engine.view.held_count() == 3
+        assert not rig.engine.breakers.swarm.outage
+        assert not [e for e in logs if e["event"] == "swarm_outage"]
