@@ -1,5 +1,6 @@
 """`healer watch`: the main loop. Small steps that each say whether they did work; the loop
-is an iterator a test can step; signals only set flags; the sleep is an interruptible wait."""
+is an iterator a test can step; signals only set flags; the sleep is an interruptible wait.
+Every interval is paced on the monotonic clock, the engine's."""
 
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ class Daemon:
 
     def readings(self) -> Readings:
         """The state the metrics read at scrape time (from their server's thread)."""
-        now = self.clock.now()
+        now = self.clock.monotonic()
         view = self.engine.view
         return Readings(
             now=now,
@@ -138,7 +139,7 @@ class Daemon:
         self._root_id = _identity(self.config.workspaces)
         self.watcher.start()
         agents = self.engine.start()
-        now = self.clock.now()
+        now = self.clock.monotonic()
         self._last_sweep = self._last_prune = now
         log.info(
             "watch_started", workspaces=str(self.config.workspaces), agents=agents,
@@ -178,7 +179,7 @@ class Daemon:
 
     def _sleep(self) -> None:
         tick = self.config.tick
-        now = self.clock.now()
+        now = self.clock.monotonic()
         # Wake on the next tick boundary, or at once when events arrive.
         timeout = tick - math.fmod(now, tick)
         if self.clock.wait(self.watcher.wake, max(timeout, 0.001)):
@@ -186,6 +187,8 @@ class Daemon:
 
     def step(self) -> bool:
         did = False
+        # Notice a wall-clock step now, so mtimes written after it are placed by the new offset.
+        self.engine.timeline.follow()
         if self._reload.is_set():
             self._reload.clear()
             self._do_reload()
@@ -203,7 +206,7 @@ class Daemon:
             self.watcher.restart()
             self.engine.rescan()
             did = True
-        now = self.clock.now()
+        now = self.clock.monotonic()
         did |= self.engine.step(now) > 0
         if now - self._last_sweep >= self.config.check_interval:
             self._last_sweep = now
@@ -220,7 +223,7 @@ class Daemon:
             self.engine.history.prune(now - self.config.retention)
         # Read the clock again: a step that healed (fsync) can take a while, and pacing
         # the pings by its start would send two of them back to back after it.
-        self._ping(self.clock.now())
+        self._ping(self.clock.monotonic())
         return did
 
     def _follow_root(self) -> bool:
@@ -246,21 +249,22 @@ class Daemon:
         for change in changes:
             match change.folder:
                 case FolderEvent.ADDED:
-                    self.engine.add_agent(change.agent)
+                    self.engine.add_agent(change.agent, at=change.when)
                 case FolderEvent.REMOVED:
                     if change.agent in monitor and not (
                         self.config.workspaces / change.agent
                     ).is_dir():
                         self.engine.remove_agent(change.agent)
                 case _ if change.agent not in monitor:
-                    # The first event of a folder whose creation we did not see.
-                    self.engine.add_agent(change.agent)
+                    # The first event of a folder whose creation we did not see: its
+                    # appearance, as far as healer can tell.
+                    self.engine.add_agent(change.agent, at=change.when)
                     if change.activity:
                         self.engine.observe(change.agent, change.when, change.beat)
                 case _ if change.activity:
                     self.engine.observe(change.agent, change.when, change.beat)
         if changes and self.metrics is not None:
-            self.metrics.observe_changes(changes, self.clock.now())
+            self.metrics.observe_changes(changes, self.clock.monotonic())
         if len(changes) == BATCH:
             self.watcher.wake.set()  # more are queued: come straight back
         return bool(changes)

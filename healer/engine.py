@@ -1,6 +1,7 @@
 """The engine: the pure monitor driven over the ports. The tracker keeps membership and
 activity, the executor carries out the policy's steps; both `healer check` and `healer
-watch` drive it, only the source of activity differs."""
+watch` drive it, only the source of activity differs. Its times are monotonic (see
+healer.timeline); wall-clock times are converted where they come in and go out."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from healer.fold import AlertFold
 from healer.heartbeats import Heartbeats
 from healer.history import History
 from healer.ports import AlertSink, Clock, StatusStore, WorkspaceReader
+from healer.timeline import Timeline
 from healer.tracker import Tracker
 from healer.view import EngineView
 
@@ -49,18 +51,20 @@ class Engine:
         self.clock = clock
         self.history = history
         self._workspace = workspace
-        self.monitor = Monitor(self.policy_for, config.tick, clock.now())
+        self.timeline = Timeline(clock)
+        self.monitor = Monitor(self.policy_for, config.tick, self.timeline.now())
         self.breakers = Breakers(config, self.monitor, AlertFold(alerts))
         self.executor = Executor(
             config, clock, self.monitor, files, history, self.breakers, keep_actions=keep_actions
         )
         self.tracker = Tracker(
-            clock, self.monitor, workspace, files, history, self.policy_for, self.executor,
+            self.timeline, self.monitor, workspace, files, history, self.policy_for, self.executor,
             cleans_temps=cleans_temps,
         )
         # What agents say of themselves: waiting on a human, done (heartbeat.json).
-        self.beats = Heartbeats(config, clock, self.monitor, workspace, history,
-                                self.tracker.observe, self.executor.announce)
+        self.beats = Heartbeats(config, self.timeline, self.monitor, workspace, history,
+                                observe=self.tracker.observe, restat=self.tracker.restat,
+                                announce=self.executor.announce)
         self.view = EngineView(self.monitor, self.policy_for, self.executor.counters,
                                flapping=self.breakers.is_flapping)
         # Membership and activity, as the daemon and `check` call them.
@@ -80,7 +84,7 @@ class Engine:
         """The breaker from the history first (an incident carried over from a flapping
         agent must not resume its ladder), then the agents, then what their heartbeats say;
         returns how many there are."""
-        now = self.clock.now()
+        now = self.timeline.now()
         self.breakers.restore(self.history.incident_spans(now - lookback(self.config)), now)
         agents = self.tracker.start()
         self.beats.start()
@@ -95,8 +99,8 @@ class Engine:
         self.beats.reload(config)
 
     # -- membership and activity: the tracker's, and what the agents' beats make of it -----
-    def add_agent(self, agent: str) -> bool:
-        added = self.tracker.add_agent(agent)
+    def add_agent(self, agent: str, *, at: float | None = None) -> bool:
+        added = self.tracker.add_agent(agent, at=at)
         if added:
             self.beats.added(agent)
         return added
@@ -121,7 +125,7 @@ class Engine:
     # -- time -----------------------------------------------------------------------------
     def step(self, now: float | None = None) -> int:
         """Handle every decision due now; returns how many agents were looked at."""
-        now = self.clock.now() if now is None else now
+        now = self.timeline.now() if now is None else now
         held_back = self.breakers.tick(now)
         due = self.monitor.due(now)
         # Detection first, for every due agent, then the actions: when a thousand agents
@@ -158,14 +162,11 @@ class Engine:
         """Re-check the agent's files, run the policy and report its stalls; returns the
         steps left to carry out."""
         # A missed event can only make an agent look older: look at its files before acting.
-        found = self._workspace.scan(agent, now)
-        if found is None:
+        if not self.tracker.restat(agent):
             self.tracker.remove_agent(agent)
             return None
-        if self.beats.recheck(agent, found, now):
+        if self.beats.recheck(agent, now):
             return None  # waiting on a human, or done: no stall
-        if found.last_activity is not None:
-            self.tracker.observe(agent, found.last_activity)
         last = self.monitor.table.get(agent)
         if last is None:
             return None
@@ -173,7 +174,7 @@ class Engine:
             # The re-stat found activity the events missed; its timer fired, so re-arm it.
             self.monitor.rearm(agent)
             return None
-        lease = self._workspace.lease(agent, self.config.max_busy_lease, last)
+        lease = self._lease(agent, last)
         opening = self.monitor.incident(agent) is None
         acts = not self.breakers.mutes(agent, now, opening=opening)
         decision = self.monitor.evaluate(agent, now, lease, acting=acts)
@@ -186,3 +187,11 @@ class Engine:
             else:
                 rest.append(step)
         return agent, decision.incident, rest, last
+
+    def _lease(self, agent: str, last: float) -> float | None:
+        """The busy lease's end on the engine's clock; the agent wrote it as a wall time,
+        read as one now (a lease's cap counts from its write, the agent's last activity)."""
+        wall = self._workspace.lease(
+            agent, self.config.max_busy_lease, self.timeline.to_wall(last)
+        )
+        return None if wall is None else self.timeline.from_wall(wall)

@@ -10,6 +10,7 @@ __all__ = [
     "StoreError",
     "UnsafePathError",
     "UsageError",
+    "WorkspaceBusyError",
     "WriteConflictError",
 ]
 
@@ -45,6 +46,11 @@ class UnsafePathError(ActionError):
 class WriteConflictError(ActionError):
     """The agent kept rewriting a file while healer tried to update it; healer backed off
     rather than clobber the agent's write."""
+
+
+class WorkspaceBusyError(HealerError):
+    """Another healer (a daemon, a `check --now`) holds the workspace's lock: a second one
+    acting beside it would take each other's writes for activity and double every action."""
 
 
 class StoreError(HealerError):

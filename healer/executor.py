@@ -1,6 +1,6 @@
 """Carrying out the policy's Steps: one `match` on the Step types, each case writing the
 history first, then the workspace, the log and the alerts; plus an incident's end when the
-agent comes back."""
+agent comes back. Times are the engine's (monotonic); what the actions write is wall time."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from healer.pipelines import recovery
 from healer.pipelines.healing import ActionOutcome, Context, apply_rung
 from healer.pipelines.messages import escalation_marker
 from healer.ports import Clock, Counters, StatusStore
+from healer.timeline import to_wall
 
 __all__ = ["ActionReport", "Executor"]
 
@@ -101,7 +102,7 @@ class Executor:
             case SettleAttempt(attempt=attempt):
                 self._history.settle(agent, attempt, Settlement.FAILED)
             case HealAttempt(attempt=attempt, action=action):
-                ctx = Context(agent, now, attempt, now - last, last, incident.actions[:-1])
+                ctx = self._context(agent, now, attempt, last, incident.actions[:-1])
                 outcome = apply_rung(self._files, action, ctx)
                 # History first, log second: a crash right after the log line must find the
                 # attempt on record, or a restart would redo it and detect the stall again.
@@ -113,7 +114,7 @@ class Executor:
                 self._escalate(agent, attempts, actions, now)
 
     def _recover(self, agent: str, incident: Incident, now: float, last: float) -> None:
-        ctx = Context(agent, now, 0, now - last, last, incident.actions)
+        ctx = self._context(agent, now, 0, last, incident.actions)
         outcomes: list[ActionOutcome] = []
         if self.config.agent_rescue:
             outcomes.append(recovery.rescue(self._files, ctx))
@@ -130,7 +131,7 @@ class Executor:
 
     def _escalate(self, agent: str, attempts: int, actions: tuple[str, ...], now: float) -> None:
         tried = [f"- attempt {k}: {a}" for k, a in enumerate(actions, start=1)]
-        text = escalation_marker(agent, iso(now), attempts, tried)
+        text = escalation_marker(agent, iso(to_wall(self._clock, now)), attempts, tried)
         try:
             self._files.write_marker(agent, text)
             marker_error = None
@@ -187,7 +188,7 @@ class Executor:
     def resolved(self, agent: str) -> None:
         """The incident ended without the agent (a resolve, its folder gone): end its alert."""
         self._alert(agent, Transition.RESOLVED)
-        self._breakers.closed(agent, self._clock.now())
+        self._breakers.closed(agent, self._clock.monotonic())
 
     def announce(self, agent: str, transition: Transition, details: Mapping[str, Any], *,
                  carried: bool = False) -> None:
@@ -200,6 +201,13 @@ class Executor:
             self._breakers.fold.restore(agent, transition, details)
 
     # -- helpers --------------------------------------------------------------------------
+    def _context(
+        self, agent: str, now: float, attempt: int, last: float, tried: tuple[str, ...]
+    ) -> Context:
+        """What an action is told, in wall time: it writes timestamps and names files."""
+        return Context(agent, to_wall(self._clock, now), attempt, now - last,
+                       to_wall(self._clock, last), tried)
+
     def _ensure_row(self, incident: Incident, now: float) -> bool:
         """Record the incident if it is not yet; True the first time it is seen."""
         agent = incident.agent
@@ -239,7 +247,7 @@ class Executor:
 
     def _active_agents(self, exclude: str) -> list[str]:
         """Agents without an incident, most recently active first."""
-        now = self._clock.now()
+        now = self._clock.monotonic()
         monitor = self._monitor
         rows = [
             (t, a) for a, t in monitor.table.items()

@@ -1,9 +1,11 @@
 """Waiting and done in the engine (SPEC §12, §17): heartbeat.json read when the agent writes
 it, looked at again before a stall and in the sweep; the agent's hold kept in the monitor
-(no detection while it holds), its waits on record, and each wait's one alert."""
+(no detection while it holds), its waits on record, and each wait's one alert. Times are the
+engine's (monotonic); a beat the events missed is placed by the tracker's re-stat."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
@@ -16,15 +18,16 @@ from healer.core.isotime import iso
 from healer.core.model import Stage, Transition
 from healer.core.monitor import Monitor
 from healer.core.waiting import Hold, Signal, beat_is_newest, next_hold, signal_of
-from healer.history import History
-from healer.ports import Clock, Identity, ScanResult, WorkspaceReader
-from healer.ports.heartbeats import WaitRecord
+from healer.history import CarriedWait, History
+from healer.ports import Identity, WorkspaceReader
+from healer.timeline import Timeline
 
 __all__ = ["Announce", "Heartbeats"]
 
 log = structlog.get_logger()
 
 Observe = Callable[[str, float], None]
+Restat = Callable[[str], bool]
 
 
 class Announce(Protocol):
@@ -36,18 +39,20 @@ class Announce(Protocol):
 
 
 class Heartbeats:
-    """What each agent last said in heartbeat.json, and its hold. `observe` is the tracker's
-    (the activity table, an incident closed): every beat is activity first."""
+    """What each agent last said in heartbeat.json, and its hold. `observe` and `restat`
+    are the tracker's (the activity table, an incident closed; a write the events missed
+    placed on the engine's clock): every beat is activity first."""
 
-    def __init__(self, config: Config, clock: Clock, monitor: Monitor,
-                 workspace: WorkspaceReader, history: History, observe: Observe,
-                 announce: Announce) -> None:
+    def __init__(self, config: Config, timeline: Timeline, monitor: Monitor,
+                 workspace: WorkspaceReader, history: History, *, observe: Observe,
+                 restat: Restat, announce: Announce) -> None:
         self.config = config
-        self._clock = clock
+        self._time = timeline
         self._monitor = monitor
         self._workspace = workspace
         self._history = history
         self._observe = observe
+        self._restat = restat
         self._announce = announce
         self._known: dict[str, Identity | None] = {}  # the version of heartbeat.json read last
         self._said: dict[str, Heartbeat | None] = {}  # what it said (None: nothing readable)
@@ -101,7 +106,7 @@ class Heartbeats:
         rows = self._history.open_waits()
         for agent, last in self._monitor.table.items():
             self._adopt(agent, last, rows.pop(agent, None))
-        now = self._clock.now()
+        now = self._time.now()
         for row in rows.values():  # the agent's folder is gone
             self._history.close_wait(row.id, now)
 
@@ -109,7 +114,7 @@ class Heartbeats:
         """An agent found at runtime: its heartbeat is read, and holds if it is the newest."""
         last = self._monitor.table.get(agent)
         if last is not None:
-            self._adopt(agent, last, None)
+            self._adopt(agent, last, None, appeared=True)
 
     def activity(self, agent: str, when: float, beat: bool) -> None:
         """Genuine activity of `agent` (`beat`: heartbeat.json was written): the table and an
@@ -120,20 +125,18 @@ class Heartbeats:
         self._observe(agent, when)
         self._apply(agent, signal, when, message)
 
-    def recheck(self, agent: str, found: ScanResult, now: float) -> bool:
-        """Before a due agent is decided: a beat the events missed is taken up, a hold that
-        missed activity ended is ended, a wait owed its alert gets it. True while it holds:
-        nothing else is decided for it."""
+    def recheck(self, agent: str, now: float) -> bool:
+        """Before a due agent is decided (after its re-stat): a beat the events missed is
+        taken up, a hold that missed activity ended is ended, a wait owed its alert gets it.
+        True while it holds: nothing else is decided for it."""
         changed, signal, message, mtime = self._look(agent)
-        newest = found.last_activity
         if agent not in self._holds:
-            if not changed or signal is Signal.ACTIVITY or not beat_is_newest(mtime, newest):
+            if not changed or signal is Signal.ACTIVITY or not self._newest(agent, mtime):
                 return False  # no beat the events missed, or the agent wrote after it
-            assert mtime is not None  # beat_is_newest says so
-            self._observe(agent, mtime)
-            self._apply(agent, signal, mtime, message)
+            # The re-stat placed the agent's newest write, this beat, on the table.
+            self._apply(agent, signal, self._last(agent), message)
             return agent in self._holds
-        self._catch_up(agent, changed, signal, message, mtime, newest)
+        self._catch_up(agent, changed, signal, message, mtime)
         hold = self._holds.get(agent)
         if hold is None:
             return False
@@ -150,7 +153,7 @@ class Heartbeats:
                 self._forget(agent)
                 continue
             changed, signal, message, mtime = self._look(agent)
-            self._catch_up(agent, changed, signal, message, mtime, self._monitor.table.get(agent))
+            self._catch_up(agent, changed, signal, message, mtime)
 
     def reload(self, config: Config) -> None:
         """A new `waiting_alert_after` applies to the waits not yet alerted."""
@@ -166,51 +169,63 @@ class Heartbeats:
         return dict(self._holds)
 
     # -- the hold ----------------------------------------------------------------------------
-    def _adopt(self, agent: str, last: float, row: WaitRecord | None) -> None:
+    def _adopt(self, agent: str, last: float, row: CarriedWait | None, *,
+               appeared: bool = False) -> None:
         _, signal, message, mtime = self._look(agent)
-        if not self._newest(agent, signal, mtime):
+        if signal is Signal.ACTIVITY or not self._newest(agent, mtime):
             if row is not None:  # it ended while no healer ran: at the activity that ended it
                 self._history.close_wait(row.id, max(last, row.started_at))
             return
         assert mtime is not None  # _newest says so
+        since = self._time.wall_age(mtime)  # the beat's moment, by its age
+        if appeared:  # a folder copied in with its beat: like its clock, from its appearance
+            since = max(since, last)
         if signal is not Signal.WAITING or row is None:
             if row is not None:
-                self._history.close_wait(row.id, mtime)
-            self._apply(agent, signal, mtime, message)
+                self._history.close_wait(row.id, since)
+            self._apply(agent, signal, since, message)
             return
         # The same wait, carried over a restart: its start and its alert are kept.
-        hold = Hold(Stage.WAITING, row.started_at, message or row.message,
-                    alerted=row.alerted_at is not None)
-        due = hold.alert_at(self.config.waiting_alert_after)
-        if not self._monitor.park(agent, hold.stage, due):
-            self._history.close_wait(row.id, mtime)
+        hold = Hold(Stage.WAITING, min(row.started_at, since), message or row.message,
+                    alerted=row.alerted)
+        if not self._monitor.park(agent, hold.stage,
+                                  hold.alert_at(self.config.waiting_alert_after)):
+            self._history.close_wait(row.id, since)
             return
         self._holds[agent], self._wait_ids[agent], self._seen[agent] = hold, row.id, last
-        log.info("agent_waiting", agent=agent, message=hold.message, since=iso(hold.since),
+        log.info("agent_waiting", agent=agent, message=hold.message, since=self._iso(hold.since),
                  resumed=True)
         if hold.alerted:
-            self._announce(agent, Transition.WAITING, self._details(hold, self._clock.now()),
+            self._announce(agent, Transition.WAITING, self._details(hold, self._time.now()),
                            carried=True)
 
-    def _newest(self, agent: str, signal: Signal, mtime: float | None) -> bool:
-        """Whether a waiting or done beat is the agent's newest activity on file. Its files,
-        not the saved table: that holds the moments healer saw the events, a little later
-        than the writes' own mtimes."""
-        if signal is Signal.ACTIVITY or mtime is None:
+    def _newest(self, agent: str, mtime: float | None) -> bool:
+        """Whether a beat written at `mtime` is the agent's newest write on file. Its files'
+        raw mtimes, not the table: that holds the moments healer saw the events."""
+        if mtime is None:
             return False
-        found = self._workspace.scan(agent, self._clock.now())
+        found = self._workspace.scan(agent, math.inf)
         return beat_is_newest(mtime, found.last_activity if found is not None else None)
 
+    def _last(self, agent: str) -> float:
+        last = self._monitor.table.get(agent)
+        return self._time.now() if last is None else last
+
     def _catch_up(self, agent: str, changed: bool, signal: Signal, message: str | None,
-                  mtime: float | None, newest: float | None) -> None:
-        """A held agent looked at again: a new beat, or newer activity of another file."""
+                  mtime: float | None) -> None:
+        """A held agent looked at again: a beat the events missed (placed by a re-stat), or
+        activity that reached the table another way (a re-stat, which reads files: so it
+        was another file's write only if the beat is no longer the newest on file; else
+        the re-stat placed the beat itself anew)."""
+        last = self._last(agent)
         if changed:
-            when = mtime if mtime is not None else self._clock.now()
-            self._observe(agent, when)
-            self._apply(agent, signal, when, message)
-        elif newest is not None and newest > self._seen.get(agent, newest):
-            self._observe(agent, newest)
-            self._apply(agent, Signal.ACTIVITY, newest, None)
+            self._restat(agent)
+            self._apply(agent, signal, self._last(agent), message)
+        elif last > self._seen.get(agent, math.inf):
+            if self._newest(agent, mtime):
+                self._seen[agent] = last
+            else:
+                self._apply(agent, Signal.ACTIVITY, last, None)
 
     def _apply(self, agent: str, signal: Signal, when: float, message: str | None) -> None:
         change = next_hold(self._holds.get(agent), signal, when, message)
@@ -230,9 +245,10 @@ class Heartbeats:
     def _begin(self, agent: str, hold: Hold) -> None:
         if hold.stage is Stage.WAITING:
             self._wait_ids[agent] = self._history.open_wait(agent, hold.since, hold.message)
-            log.info("agent_waiting", agent=agent, message=hold.message, since=iso(hold.since))
+            log.info("agent_waiting", agent=agent, message=hold.message,
+                     since=self._iso(hold.since))
         else:
-            log.info("agent_done", agent=agent, message=hold.message, since=iso(hold.since))
+            log.info("agent_done", agent=agent, message=hold.message, since=self._iso(hold.since))
 
     def _end(self, agent: str, hold: Hold, when: float) -> None:
         self._holds.pop(agent, None)
@@ -261,12 +277,14 @@ class Heartbeats:
         """The agent's folder is gone: its hold ends without it."""
         hold = self._holds.get(agent)
         if hold is not None:
-            self._end(agent, hold, self._clock.now())
+            self._end(agent, hold, self._time.now())
         for book in (self._known, self._said, self._wait_ids):
             book.pop(agent, None)
         self._invalid.discard(agent)
 
-    @staticmethod
-    def _details(hold: Hold, now: float) -> dict[str, Any]:
-        return {"waiting_for": round(max(0.0, now - hold.since), 3), "since": iso(hold.since),
-                "message": hold.message}
+    def _iso(self, t: float) -> str:
+        return iso(self._time.to_wall(t))
+
+    def _details(self, hold: Hold, now: float) -> dict[str, Any]:
+        return {"waiting_for": round(max(0.0, now - hold.since), 3),
+                "since": self._iso(hold.since), "message": hold.message}

@@ -1,7 +1,7 @@
 """The engine's bookkeeping in the durable history: the one place that calls the incident
 log on the detection path, pauses it when it fails (detection never waits on SQLite), keeps
-each open incident's durable id, and turns a stored incident back into one the policy can
-resume."""
+each open incident's durable id, turns a stored incident back into one the policy can
+resume, and converts between the engine's monotonic times and the wall-clock ones stored."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from healer.core.policy import Incident, Policy
 from healer.errors import StoreError
 from healer.ports import Clock, Identity, IncidentLog, IncidentRecord
 from healer.ports.heartbeats import WaitRecord
+from healer.timeline import to_wall, wall_age
 
-__all__ = ["HISTORY_PAUSE", "History", "Loaded", "incident_from_row"]
+__all__ = ["HISTORY_PAUSE", "Carried", "CarriedWait", "History", "Loaded", "incident_from_row"]
 
 log = structlog.get_logger()
 
@@ -26,16 +27,39 @@ HISTORY_PAUSE = 30.0  # seconds without history calls after one failed
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """What a start needs from the history: saved activity, open incidents, resolves."""
+    """What a start needs from the history, on the engine's clock: saved activity, open
+    incidents, resolves."""
 
     last_activities: dict[str, float]
     open_incidents: dict[str, IncidentRecord]
     resolved: dict[str, float]
 
 
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """An open incident from the record, its times placed on the engine's clock by age."""
+
+    id: int
+    agent: str
+    opened_at: float
+    silence_started_at: float
+    detected_at: float
+    stage: str
+    attempts: int
+    last_attempt_at: float | None
+    recovery_done: bool
+
+
+_TIME_FIELDS = ("at", "last_attempt_at")  # of update(): engine times, stored as wall times
+
+
 class History:
     """Records incidents and actions. Without a log, or when it may not `record` (`check`
-    without --now, --dry-run), every write is a no-op; reads still go to the log."""
+    without --now, --dry-run), every write is a no-op; reads still go to the log.
+
+    Times in and out are the engine's (monotonic); the log holds wall-clock UTC. Only
+    `tasks_sent`/`record_reassignment`, the pipelines' port, speak wall time as they do.
+    """
 
     def __init__(self, incidents: IncidentLog | None, clock: Clock, *, record: bool = True
                  ) -> None:
@@ -50,10 +74,13 @@ class History:
     @property
     def paused(self) -> bool:
         """True while the history is paused after a failed call."""
-        return self._clock.now() < self._paused_until
+        return self._clock.monotonic() < self._paused_until
+
+    def _wall(self, t: float) -> float:
+        return to_wall(self._clock, t)
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if not self.recording or self._clock.now() < self._paused_until:
+        if not self.recording or self._clock.monotonic() < self._paused_until:
             return None
         try:
             return fn(*args, **kwargs)
@@ -61,7 +88,7 @@ class History:
             # The history is for operators; detection and healing go on without it. A locked
             # history makes every call wait out the busy timeout, and a loop stuck in those
             # waits misses stalls and its watchdog pings; so pause it rather than retry each.
-            self._paused_until = self._clock.now() + HISTORY_PAUSE
+            self._paused_until = self._clock.monotonic() + HISTORY_PAUSE
             self.failures += 1
             log.error("history_write_failed", error=str(exc), paused_for=HISTORY_PAUSE)
             return None
@@ -70,15 +97,37 @@ class History:
     def load(self) -> Loaded:
         if self.log is None:
             return Loaded({}, {}, {})
+
+        def age(stored: dict[str, float]) -> dict[str, float]:
+            return {agent: wall_age(self._clock, t) for agent, t in stored.items()}
+
         return Loaded(
-            self.log.last_activities(),
-            {row.agent: row for row in self.log.open_incidents()},
-            self.log.last_resolved(),
+            age(self.log.last_activities()),
+            {row.agent: self._carried(row) for row in self.log.open_incidents()},
+            age(self.log.last_resolved()),
+        )
+
+    def _carried(self, row: IncidentRecord) -> Carried:
+        def age(t: float) -> float:
+            return wall_age(self._clock, t)
+
+        return Carried(
+            id=row.id, agent=row.agent, opened_at=age(row.opened_at),
+            silence_started_at=age(row.silence_started_at), detected_at=age(row.detected_at),
+            stage=row.stage, attempts=row.attempts, recovery_done=row.recovery_done,
+            last_attempt_at=None if row.last_attempt_at is None else age(row.last_attempt_at),
         )
 
     def incident_spans(self, since: float) -> list[tuple[str, float, float | None]]:
         """(agent, opened, closed or None) of the incidents open or closed after `since`."""
-        return [] if self.log is None else list(self.log.incident_spans(since))
+        if self.log is None:
+            return []
+
+        def age(t: float) -> float:
+            return wall_age(self._clock, t)
+
+        return [(agent, age(opened), None if closed is None else age(closed))
+                for agent, opened, closed in self.log.incident_spans(self._wall(since))]
 
     def open_ids(self) -> set[int] | None:
         """Ids of the incidents still open on record (None when it could not be read)."""
@@ -104,8 +153,9 @@ class History:
         if self.log is None:
             return None
         row_id = self._call(
-            self.log.open_incident, incident.agent, opened_at=incident.opened_at,
-            silence_started_at=incident.silence_start, detected_at=now, stage=stage,
+            self.log.open_incident, incident.agent, opened_at=self._wall(incident.opened_at),
+            silence_started_at=self._wall(incident.silence_start), detected_at=self._wall(now),
+            stage=stage,
         )
         if not row_id:
             return None
@@ -115,6 +165,9 @@ class History:
     def update(self, agent: str, **fields: Any) -> None:
         row_id = self._ids.get(agent)
         if self.log is not None and row_id is not None:
+            for key in _TIME_FIELDS:
+                if fields.get(key) is not None:
+                    fields[key] = self._wall(fields[key])
             self._call(self.log.update_incident, row_id, **fields)
 
     def close(self, agent: str, outcome: IncidentOutcome, at: float | None = None) -> None:
@@ -125,7 +178,7 @@ class History:
 
     def close_row(self, row_id: int, outcome: IncidentOutcome, at: float | None = None) -> None:
         if self.log is not None:
-            when = self._clock.now() if at is None else at
+            when = self._clock.now() if at is None else self._wall(at)
             self._call(self.log.close_incident, row_id, closed_at=when, outcome=outcome)
 
     # -- actions -----------------------------------------------------------------------------
@@ -137,7 +190,7 @@ class History:
         if self.log is None or row_id is None:
             return
         action_id = self._call(
-            self.log.record_action, ts=now, agent=agent, incident_id=row_id,
+            self.log.record_action, ts=self._wall(now), agent=agent, incident_id=row_id,
             pipeline=pipeline, action=action, attempt=attempt, applied_ok=ok, error=error,
         )
         if action_id and pipeline is Pipeline.HEALING:
@@ -161,7 +214,8 @@ class History:
 
     def save_last_activity(self, activities: Mapping[str, float]) -> None:
         if self.log is not None:
-            self._call(self.log.save_last_activity, dict(activities))
+            self._call(self.log.save_last_activity,
+                       {agent: self._wall(t) for agent, t in activities.items()})
 
     def tasks_sent(self, to_agent: str, to_status: Identity) -> int:
         """Tasks healer sent `to_agent` since its status.json last changed (0 when unknown)."""
@@ -178,30 +232,46 @@ class History:
                        to_agent=to_agent, tasks=tasks, to_status=to_status)
 
     # -- waits on a human (the caller keeps each open wait's id) ---------------------------
-    def open_waits(self) -> dict[str, WaitRecord]:
+    def open_waits(self) -> dict[str, CarriedWait]:
         """The waits open on record, for a start to resume (errors propagate, as load()'s)."""
         if self.log is None:
             return {}
-        return {row.agent: row for row in self.log.waits.open_waits()}
+        return {row.agent: _carried_wait(row, wall_age(self._clock, row.started_at))
+                for row in self.log.waits.open_waits()}
 
     def open_wait(self, agent: str, started_at: float, message: str | None) -> int | None:
         if self.log is None:
             return None
-        wait_id = self._call(self.log.waits.open_wait, agent, started_at=started_at,
-                             message=message)
+        wait_id = self._call(self.log.waits.open_wait, agent,
+                             started_at=self._wall(started_at), message=message)
         return int(wait_id) if wait_id else None
 
     def wait_alerted(self, wait_id: int | None, at: float) -> None:
         if self.log is not None and wait_id is not None:
-            self._call(self.log.waits.wait_alerted, wait_id, at=at)
+            self._call(self.log.waits.wait_alerted, wait_id, at=self._wall(at))
 
     def close_wait(self, wait_id: int | None, ended_at: float) -> None:
         if self.log is not None and wait_id is not None:
-            self._call(self.log.waits.close_wait, wait_id, ended_at=ended_at)
+            self._call(self.log.waits.close_wait, wait_id, ended_at=self._wall(ended_at))
 
     def prune(self, older_than: float) -> None:
         if self.log is not None:
-            self._call(self.log.prune, older_than)
+            self._call(self.log.prune, self._wall(older_than))
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedWait:
+    """A wait open on record, its start placed on the engine's clock by its age."""
+
+    id: int
+    agent: str
+    started_at: float
+    alerted: bool
+    message: str | None
+
+
+def _carried_wait(row: WaitRecord, started_at: float) -> CarriedWait:
+    return CarriedWait(row.id, row.agent, started_at, row.alerted_at is not None, row.message)
 
 
 def incident_from_row(row: IncidentRecord, policy: Policy) -> Incident:

@@ -1,8 +1,10 @@
 """Membership and activity: which agents exist and when each was last genuinely active,
-from the start-up scan, the events, the reconcile sweep and the history."""
+from the start-up scan, the events, the reconcile sweep and the history, on the engine's
+(monotonic) clock."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -13,7 +15,8 @@ from healer.core.model import IncidentOutcome
 from healer.core.monitor import Monitor
 from healer.core.policy import Incident, Policy
 from healer.history import History, incident_from_row
-from healer.ports import Clock, IncidentRecord, StatusStore, WorkspaceReader
+from healer.ports import IncidentRecord, StatusStore, WorkspaceReader
+from healer.timeline import FileTimes, Timeline
 
 __all__ = ["STALE_TEMP_AGE", "IncidentEnds", "Tracker"]
 
@@ -22,6 +25,8 @@ log = structlog.get_logger()
 # A temp file of healer's older than this is a crash's leftover, not a write in progress
 # (of the daemon, say, while `check --now` starts beside it): writes take milliseconds.
 STALE_TEMP_AGE = 60.0
+# A scan's times uncapped: the mtimes go to FileTimes raw, which places the future itself.
+RAW = math.inf
 
 class IncidentEnds(Protocol):
     """What the tracker hands on (the executor): an incident ended by the agent's
@@ -40,7 +45,7 @@ class Tracker:
 
     def __init__(
         self,
-        clock: Clock,
+        timeline: Timeline,
         monitor: Monitor,
         workspace: WorkspaceReader,
         files: StatusStore,
@@ -50,7 +55,8 @@ class Tracker:
         *,
         cleans_temps: bool,
     ) -> None:
-        self._clock = clock
+        self._time = timeline
+        self._file_times = FileTimes(timeline)
         self._monitor = monitor
         self._workspace = workspace
         self._files = files
@@ -68,7 +74,7 @@ class Tracker:
             if self._cleans_temps:
                 self._files.remove_stale_temps(agent, STALE_TEMP_AGE)
             self.add_agent(agent, loaded.last_activities.get(agent), carried.pop(agent, None),
-                           announce=False)
+                           starting=True)
             self._honour_resolve(agent, loaded.resolved.get(agent))
         for row in carried.values():  # the agent's folder is gone
             self._history.close_row(row.id, IncidentOutcome.RESOLVED)
@@ -89,18 +95,30 @@ class Tracker:
         stored: float | None = None,
         row: IncidentRecord | None = None,
         *,
-        announce: bool = True,
+        starting: bool = False,
+        at: float | None = None,
     ) -> bool:
-        now = self._clock.now()
-        found = self._workspace.scan(agent, now)
+        """Track `agent`: at start-up from its files (`stored` and `row` from the history),
+        while running from its folder's appearance (`at`, else now)."""
+        now = self._time.now()
+        found = self._workspace.scan(agent, RAW)
         if found is None or agent in self._monitor:
             return False
-        # An open incident's silence start is the agent's last activity as healer knew it
-        # (its status.json may since hold healer's own write, which the scan leaves out).
-        opened = row.silence_started_at if row is not None else None
-        last = merged_last_activity(found.last_activity, stored, opened, now=now)
-        if last is None:
-            last = min(found.created, now)  # a new agent's clock starts when its folder appears
+        if starting:
+            times = self._file_times
+            # An open incident's silence start is the agent's last activity as healer knew
+            # it (its status.json may since hold healer's own write, which the scan leaves out).
+            opened = row.silence_started_at if row is not None else None
+            last = merged_last_activity(
+                times.at_start(agent, found.last_activity), stored, opened, now=now
+            )
+            if last is None:
+                last = self._time.wall_age(found.created)  # no files: the folder's own time
+        else:
+            # A new agent's clock starts when its folder appears, never at its files' mtimes:
+            # a folder moved or copied in with day-old files is not a day silent.
+            self._file_times.appeared(agent, found.last_activity)
+            last = now if at is None else min(at, now)
         incident = None
         if row is not None:
             incident = incident_from_row(row, self._policy_for(agent))
@@ -109,11 +127,12 @@ class Tracker:
             self._ends.recovered(agent, incident, last)
         elif incident is not None:
             self._ends.resumed(agent, incident, now)
-        if announce:
+        if not starting:
             log.info("agent_added", agent=agent)
         return True
 
     def remove_agent(self, agent: str) -> None:
+        self._file_times.forget(agent)
         if self._monitor.remove(agent) is not None:
             self._history.close(agent, IncidentOutcome.RESOLVED)
             self._ends.resolved(agent)
@@ -137,11 +156,20 @@ class Tracker:
     def rescan(self) -> None:
         """After lost events (queue overflow): re-stat every agent; time only moves forward."""
         self.reconcile()
-        now = self._clock.now()
         for agent in list(self._monitor.table):
-            found = self._workspace.scan(agent, now)
-            if found is not None and found.last_activity is not None:
-                self.observe(agent, found.last_activity)
+            self.restat(agent)
+
+    def restat(self, agent: str) -> bool:
+        """Look at the agent's files for activity the events missed; False if it is gone."""
+        found = self._workspace.scan(agent, RAW)
+        if found is None:
+            return False
+        when = self._file_times.activity(
+            agent, found.last_activity, self._monitor.table.get(agent)
+        )
+        if when is not None:
+            self.observe(agent, when)
+        return True
 
     def observe(self, agent: str, when: float) -> None:
         """Genuine activity of `agent` at `when`."""
@@ -157,7 +185,7 @@ class Tracker:
         for agent in self._monitor.incidents():
             row_id = self._history.id_of(agent)
             if row_id is not None and row_id not in still_open:
-                self._monitor.resolve(agent, self._clock.now())
+                self._monitor.resolve(agent, self._time.now())
                 self._history.forget(agent)
                 log.info("incident_resolved", agent=agent, incident=row_id)
                 self._ends.resolved(agent)

@@ -17,6 +17,7 @@ from healer.core.isotime import iso
 from healer.core.model import Pipeline, Stage
 from healer.core.monitor import Monitor
 from healer.core.policy import Policy, stage_of
+from healer.core.timebase import active_since
 from healer.core.waiting import beat_is_newest, held_stage
 from healer.ports import Counters, IncidentLog, IncidentRecord, ScanResult, WorkspaceReader
 from healer.ports.heartbeats import WaitRecord
@@ -116,7 +117,7 @@ def status_rows(
         row = incidents.get(agent)
         opened = row.silence_started_at if row is not None else None
         last = merged_last_activity(found.last_activity, stored.get(agent), opened, now=now)
-        if row is not None and last is not None and last > row.silence_started_at:
+        if row is not None and last is not None and active_since(last, row.silence_started_at):
             # The agent wrote after its silence began: the incident is over, only not yet
             # closed (healer is down, or about to see the event). Report what the files say.
             row = None

@@ -11,6 +11,7 @@ from typing import Any
 
 from healer.adapters.alerts import Alerter
 from healer.adapters.ledger import SelfWriteLedger
+from healer.adapters.lockfile import WorkspaceLock
 from healer.adapters.metrics import serve_metrics
 from healer.adapters.scan import Scanner
 from healer.adapters.store import Store
@@ -117,8 +118,24 @@ def build_engine(
 # -- watch --------------------------------------------------------------------------------
 
 
+def _acting(config: Config, role: str) -> WorkspaceLock | None:
+    """The workspace's lock for a command that acts (WorkspaceBusyError when another holds
+    it). A dry run writes nothing at all, not even the lock, and may run beside one."""
+    return None if config.dry_run else WorkspaceLock.acquire(config.state_path, role)
+
+
 def watch(config: Config, load: Callable[[], Config] | None = None) -> None:
-    """Run the daemon until a signal stops it; `load` reads the config again on SIGHUP."""
+    """Run the daemon until a signal stops it; `load` reads the config again on SIGHUP.
+    One per workspace: a second is refused while the first holds the lock."""
+    lock = _acting(config, "healer watch")
+    try:
+        _watch(config, load)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _watch(config: Config, load: Callable[[], Config] | None) -> None:
     clock = SystemClock()
     store = None if config.dry_run else open_history(config, write=True)
     alerter = Alerter.from_config(
@@ -132,7 +149,7 @@ def watch(config: Config, load: Callable[[], Config] | None = None) -> None:
         inbox_mode=config.inbox_mode,
         poll=config.poll,
         poll_interval=min(1.0, config.tick),
-        clock=clock.now,
+        clock=clock.monotonic,  # events are stamped on the engine's clock
     )
 
     def reload(read: Callable[[], Config]) -> Config:
@@ -187,7 +204,17 @@ class CheckReport:
 
 
 def check(config: Config, *, act: bool) -> CheckReport:
-    """One look at every agent; with `act` (--now) the pipelines run once as well."""
+    """One look at every agent; with `act` (--now) the pipelines run once as well, under
+    the workspace's lock: never beside a running daemon, which would act a second time."""
+    lock = _acting(config, "healer check --now") if act else None
+    try:
+        return _check(config, act=act)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check(config: Config, *, act: bool) -> CheckReport:
     clock = SystemClock()
     store = open_history(config, write=act and not config.dry_run)
     alerter = Alerter.from_config(
@@ -197,7 +224,7 @@ def check(config: Config, *, act: bool) -> CheckReport:
         engine = build_engine(config, clock, store=store, alerter=alerter, record=act,
                               keep_actions=True)
         engine.start()
-        now = clock.now()
+        now = engine.timeline.now()
         if act:
             engine.step(now)
         view = engine.view

@@ -9,6 +9,7 @@ from dataclasses import replace
 from healer.core.activity import ActivityTable
 from healer.core.model import Stage
 from healer.core.policy import Decision, Incident, Policy, decide, stage_of
+from healer.core.timebase import active_since
 from healer.core.wheel import TimerWheel
 
 __all__ = ["Monitor"]
@@ -33,7 +34,8 @@ class Monitor:
         """Start tracking `agent`. An incident carried over from before a restart is resumed
         unless the agent was active after it opened (then False: the caller closes it)."""
         self.table.record(agent, last_activity)
-        resumed = incident is not None and last_activity <= incident.silence_start
+        resumed = incident is not None and not active_since(last_activity,
+                                                             incident.silence_start)
         if incident is not None and resumed:
             self._incidents[agent] = incident
             # Decide at once: the policy works out from the restored state what is pending

@@ -12,11 +12,12 @@ class FakeClock:
 
     `advance` moves wall and monotonic time together, never backwards; `step` moves the
     wall clock alone, either way (NTP, a resumed VM); `wait` never blocks nor moves time.
+    The monotonic clock starts level with the wall clock unless `monotonic` says where.
     """
 
-    def __init__(self, start: float = 1_700_000_000.0, monotonic: float = 0.0) -> None:
+    def __init__(self, start: float = 1_700_000_000.0, monotonic: float | None = None) -> None:
         self._now = float(start)
-        self._mono = float(monotonic)
+        self._mono = float(start if monotonic is None else monotonic)
 
     def now(self) -> float:
         return self._now

@@ -37,7 +37,9 @@ def named(logs: Logs, event: str, agent: str = "Agent-1") -> Logs:
 class Rig:
     def __init__(self, tmp_path: Path, log: MemoryIncidentLog | None = None,
                  clock: FakeClock | None = None, **overrides: Any) -> None:
-        self.clock = clock or FakeClock()
+        # Monotonic and wall time apart, as on a real host: the engine runs on the first,
+        # files and the history speak the second.
+        self.clock = clock or FakeClock(monotonic=5_000.0)
         self.workspace = MemoryWorkspace()
         self.log = log or MemoryIncidentLog()
         self.log.waits.clock = self.clock
@@ -56,13 +58,13 @@ class Rig:
         """The agent writes heartbeat.json now; `seen`: its event reaches the engine."""
         self.workspace.write_beat(agent, beat(state, message), self.clock.now())
         if seen:
-            self.engine.observe(agent, self.clock.now(), beat=True)
+            self.engine.observe(agent, self.clock.monotonic(), beat=True)
 
     def write(self, agent: str, *, seen: bool = True) -> None:
         """The agent writes a file of its own other than heartbeat.json."""
         self.workspace.touch(agent, self.clock.now())
         if seen:
-            self.engine.observe(agent, self.clock.now())
+            self.engine.observe(agent, self.clock.monotonic())
 
     def run(self, seconds: float) -> None:
         end = self.clock.now() + seconds
@@ -74,7 +76,7 @@ class Rig:
         return [(a, t) for a, t, _ in self.alerts.alerts if a == agent]
 
     def stage(self, agent: str = "Agent-1") -> Stage:
-        return self.engine.monitor.stage(agent, self.clock.now())
+        return self.engine.monitor.stage(agent, self.clock.monotonic())
 
 
 @pytest.fixture
@@ -134,7 +136,7 @@ class TestWaiting:
         the version already read is not read again and does not end the wait."""
         rig.beat("Agent-1", "waiting")
         reads = rig.workspace.beat_reads
-        rig.engine.observe("Agent-1", rig.clock.now(), beat=True)
+        rig.engine.observe("Agent-1", rig.clock.monotonic(), beat=True)
         assert rig.workspace.beat_reads == reads and rig.stage() is Stage.WAITING
 
     def test_other_activity_ends_a_wait_not_yet_alerted_without_telling_anyone(
@@ -177,8 +179,8 @@ class TestWaiting:
         assert [k for k in files["Agent-3"] if "HEALER_REASSIGN_Agent-1" in k]
         view = rig.engine.view
         assert view.held_count() == 1 and view.held() == [("Agent-2", Stage.WAITING)]
-        assert [s.agent for s in view.stalled(rig.clock.now())] == ["Agent-1"]
-        assert dict((a, s) for a, _, s in view.stages(rig.clock.now()))["Agent-2"] is (
+        assert [s.agent for s in view.stalled(rig.clock.monotonic())] == ["Agent-1"]
+        assert dict((a, s) for a, _, s in view.stages(rig.clock.monotonic()))["Agent-2"] is (
             Stage.WAITING)
 
 
@@ -258,24 +260,24 @@ class TestInvalid:
         with capture_logs() as logs:
             for text in ("{not json", '{"state": "sleeping"}', "[1, 2]"):
                 rig.workspace.write_beat("Agent-1", text, rig.clock.now())
-                rig.engine.observe("Agent-1", rig.clock.now(), beat=True)
+                rig.engine.observe("Agent-1", rig.clock.monotonic(), beat=True)
                 rig.clock.advance(TICK)
         (bad,) = named(logs, "heartbeat_invalid")
         assert "not valid JSON" in bad["error"]
         assert rig.stage() is Stage.ACTIVE  # activity: it ended the wait
         assert rig.engine.monitor.table.get("Agent-1") == pytest.approx(
-            rig.clock.now() - TICK)
+            rig.clock.monotonic() - TICK)
         rig.beat("Agent-1", "working")  # readable again: a later problem is news again
         with capture_logs() as logs:
             rig.workspace.write_beat("Agent-1", "{", rig.clock.now())
-            rig.engine.observe("Agent-1", rig.clock.now(), beat=True)
+            rig.engine.observe("Agent-1", rig.clock.monotonic(), beat=True)
         assert len(named(logs, "heartbeat_invalid")) == 1
 
     def test_a_truncated_write_in_progress_is_read_again_later(self, rig: Rig) -> None:
         """An empty heartbeat.json (a writer that truncates first) keeps what it said."""
         rig.beat("Agent-1", "waiting")
         rig.workspace.write_beat("Agent-1", "", rig.clock.now())
-        rig.engine.observe("Agent-1", rig.clock.now(), beat=True)
+        rig.engine.observe("Agent-1", rig.clock.monotonic(), beat=True)
         assert rig.stage() is Stage.WAITING
         rig.clock.advance(TICK)
         rig.beat("Agent-1", "working")
@@ -358,3 +360,32 @@ class TestTheSwarm:
         assert rig.engine.view.held_count() == 3
         assert not rig.engine.breakers.swarm.outage
         assert not [e for e in logs if e["event"] == "swarm_outage"]
+
+
+class TestClockSteps:
+    @pytest.mark.parametrize("step", [3600.0, -3600.0, -10.0])
+    def test_a_wall_clock_step_neither_hastens_nor_delays_the_alert(
+        self, rig: Rig, step: float
+    ) -> None:
+        """The wait is measured on the monotonic clock: a step of the wall clock (NTP, a
+        resumed VM) moves neither its alert nor its end; the record keeps wall times."""
+        rig.beat("Agent-1", "waiting")
+        began, began_wall = rig.clock.monotonic(), rig.clock.now()
+
+        def run_to(mono: float) -> Logs:
+            with capture_logs() as logs:
+                while rig.clock.monotonic() < mono - 1e-9:
+                    rig.clock.advance(TICK)
+                    rig.engine.step()
+            return logs
+
+        run_to(began + ALERT_AFTER / 2)
+        rig.clock.step(step)
+        rig.engine.timeline.follow()
+        assert not named(run_to(began + ALERT_AFTER - 2 * TICK), "waiting_alert")
+        (alert,) = named(run_to(began + ALERT_AFTER + 2 * TICK), "waiting_alert")
+        assert alert["waiting_for"] == pytest.approx(ALERT_AFTER, abs=TICK + 1e-6)
+        (row,) = rig.log.waits.open_waits()
+        assert row.started_at == pytest.approx(began_wall, abs=1e-6)
+        rig.write("Agent-1")
+        assert rig.stage() is Stage.ACTIVE

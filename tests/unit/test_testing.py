@@ -24,7 +24,12 @@ class TestFakeClock:
         with pytest.raises(ValueError):
             clock.set(99.0)
         clock.set(110.0)
-        assert (clock.now(), clock.monotonic()) == (110.0, 10.0)
+        assert (clock.now(), clock.monotonic()) == (110.0, 110.0)
+
+    def test_the_monotonic_clock_starts_level_with_the_wall_unless_told(self) -> None:
+        """Level by default, so a test that never steps may use either as engine time."""
+        assert FakeClock(start=100.0).monotonic() == 100.0
+        assert FakeClock(start=100.0, monotonic=7.0).monotonic() == 7.0
 
     @pytest.mark.parametrize("jump", [3600.0, -3600.0])
     def test_step_moves_only_the_wall_clock_either_way(self, jump: float) -> None:
