@@ -120,8 +120,12 @@ class Heartbeats:
         """Genuine activity of `agent` (`beat`: heartbeat.json was written): the table and an
         open incident first, then its hold."""
         signal, message = Signal.ACTIVITY, None
-        if beat:
-            _, signal, message, _ = self._look(agent)
+        if beat or agent in self._holds:
+            # A held agent's activity is looked at even unmarked (an event source that does
+            # not tell heartbeat.json apart): another waiting beat must not end its wait.
+            changed, signal, message, _ = self._look(agent)
+            if not beat and not changed:
+                signal, message = Signal.ACTIVITY, None
         self._observe(agent, when)
         self._apply(agent, signal, when, message)
 

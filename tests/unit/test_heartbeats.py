@@ -139,6 +139,22 @@ class TestWaiting:
         rig.engine.observe("Agent-1", rig.clock.monotonic(), beat=True)
         assert rig.workspace.beat_reads == reads and rig.stage() is Stage.WAITING
 
+    def test_a_held_agents_unmarked_beat_is_still_read(self, rig: Rig) -> None:
+        """An event source that does not mark heartbeat.json's events: while the agent
+        holds, its activity is checked against the heartbeat, so a reminder keeps the wait
+        and a working beat ends it."""
+        rig.beat("Agent-1", "waiting")
+        started = rig.engine.beats.holds()["Agent-1"].since
+        rig.clock.advance(1.0)
+        rig.workspace.write_beat("Agent-1", beat("waiting", "again"), rig.clock.now())
+        rig.engine.observe("Agent-1", rig.clock.monotonic())  # not marked
+        hold = rig.engine.beats.holds()["Agent-1"]
+        assert (hold.since, hold.message) == (started, "again")
+        rig.clock.advance(1.0)
+        rig.workspace.write_beat("Agent-1", beat("working"), rig.clock.now())
+        rig.engine.observe("Agent-1", rig.clock.monotonic())
+        assert rig.stage() is Stage.ACTIVE
+
     def test_other_activity_ends_a_wait_not_yet_alerted_without_telling_anyone(
         self, rig: Rig
     ) -> None:
