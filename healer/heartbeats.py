@@ -70,7 +70,8 @@ class Heartbeats:
         read = self._workspace.heartbeat(agent, known)
         changed = read.identity != known
         if read.identity is None:  # none (any more), or unreadable: what it said is gone
-            self._known[agent], self._said[agent] = None, None
+            self._known.pop(agent, None)
+            self._said.pop(agent, None)
             if read.error:
                 self._invalid_once(agent, read.error)
             return changed, Signal.ACTIVITY, None, read.mtime
@@ -119,13 +120,14 @@ class Heartbeats:
     def activity(self, agent: str, when: float, beat: bool) -> None:
         """Genuine activity of `agent` (`beat`: heartbeat.json was written): the table and an
         open incident first, then its hold."""
-        signal, message = Signal.ACTIVITY, None
-        if beat or agent in self._holds:
-            # A held agent's activity is looked at even unmarked (an event source that does
-            # not tell heartbeat.json apart): another waiting beat must not end its wait.
-            changed, signal, message, _ = self._look(agent)
-            if not beat and not changed:
-                signal, message = Signal.ACTIVITY, None
+        if not beat and agent not in self._holds:
+            self._observe(agent, when)  # the common case, at every event: nothing else
+            return
+        # A held agent's activity is looked at even unmarked (an event source that does not
+        # tell heartbeat.json apart): another waiting beat must not end its wait.
+        changed, signal, message, _ = self._look(agent)
+        if not beat and not changed:
+            signal, message = Signal.ACTIVITY, None
         self._observe(agent, when)
         self._apply(agent, signal, when, message)
 
@@ -152,6 +154,8 @@ class Heartbeats:
     def sweep(self) -> None:
         """The reconcile sweep (and a rescan): every held agent's heartbeat looked at again,
         and activity that reached the table without passing here ends its hold."""
+        for agent in [a for a in self._known if a not in self._monitor]:
+            self._forget(agent)  # its folder is gone
         for agent in list(self._holds):
             if agent not in self._monitor:
                 self._forget(agent)

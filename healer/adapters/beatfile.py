@@ -29,7 +29,7 @@ MAX_HEARTBEAT_BYTES = 64 * 1024
 # walk one folder deep.
 
 
-def _agent_dir(root: Path, agent: str) -> int:
+def _agent_dir(root: Path | str, agent: str) -> int:
     """An fd of root/agent, opened from the root's fd without following a symlink."""
     if not agent or agent in (".", "..") or "/" in agent or "\0" in agent:
         raise UnsafePathError(f"refusing path component {agent!r}")
@@ -41,9 +41,9 @@ def _agent_dir(root: Path, agent: str) -> int:
         return os.open(agent, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=root_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePathError(f"{root / agent} is not a real folder; refusing to write"
+            raise UnsafePathError(f"{Path(root, agent)} is not a real folder; refusing to write"
                                   ) from exc
-        raise ActionError(f"cannot open {root / agent}: {exc.strerror}") from exc
+        raise ActionError(f"cannot open {Path(root, agent)}: {exc.strerror}") from exc
     finally:
         os.close(root_fd)
 
@@ -149,7 +149,7 @@ def _read_open(dfd: int, known: Identity | None) -> BeatFile:
     return BeatFile(ident, st.st_mtime, data)
 
 
-def read_heartbeat(root: Path, agent: str, known: Identity | None = None) -> BeatFile:
+def read_heartbeat(root: Path | str, agent: str, known: Identity | None = None) -> BeatFile:
     """`root/agent/heartbeat.json`, read unless its version is `known`. Never follows a
     symlink (neither the agent's folder nor the file), never blocks on a FIFO, never raises."""
     path = f"{root}/{agent}/{HEARTBEAT_FILE}"

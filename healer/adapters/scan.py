@@ -210,4 +210,4 @@ class Scanner:
 
     def heartbeat(self, agent: str, known: Identity | None) -> BeatFile:
         """The agent's heartbeat.json, read unless its version is `known`."""
-        return read_heartbeat(Path(self._root), agent, known)
+        return read_heartbeat(self._root, agent, known)  # a str: no Path built per agent
