@@ -191,7 +191,7 @@ class Heartbeats:
         if signal is not Signal.WAITING or row is None:
             if row is not None:
                 self._history.close_wait(row.id, since)
-            self._apply(agent, signal, since, message)
+            self._apply(agent, signal, since, message, quiet=not appeared)
             return
         # The same wait, carried over a restart: its start and its alert are kept.
         hold = Hold(Stage.WAITING, min(row.started_at, since), message or row.message,
@@ -201,8 +201,8 @@ class Heartbeats:
             self._history.close_wait(row.id, since)
             return
         self._holds[agent], self._wait_ids[agent], self._seen[agent] = hold, row.id, last
-        log.info("agent_waiting", agent=agent, message=hold.message, since=self._iso(hold.since),
-                 resumed=True)
+        log.debug("agent_waiting", agent=agent, message=hold.message,
+                  since=self._iso(hold.since), resumed=True)
         if hold.alerted:
             self._announce(agent, Transition.WAITING, self._details(hold, self._time.now()),
                            carried=True)
@@ -235,7 +235,8 @@ class Heartbeats:
             else:
                 self._apply(agent, Signal.ACTIVITY, last, None)
 
-    def _apply(self, agent: str, signal: Signal, when: float, message: str | None) -> None:
+    def _apply(self, agent: str, signal: Signal, when: float, message: str | None, *,
+               quiet: bool = False) -> None:
         change = next_hold(self._holds.get(agent), signal, when, message)
         if change.ended is not None:
             self._end(agent, change.ended, when)
@@ -246,17 +247,19 @@ class Heartbeats:
             due = hold.alert_at(self.config.waiting_alert_after)
             if not self._monitor.park(agent, hold.stage, due):
                 return  # an incident the activity did not close (an older stamp): no hold
-            self._begin(agent, hold)
+            self._begin(agent, hold, quiet)
         self._holds[agent] = hold
         self._seen[agent] = max(when, self._monitor.table.get(agent) or when)
 
-    def _begin(self, agent: str, hold: Hold) -> None:
+    def _begin(self, agent: str, hold: Hold, quiet: bool) -> None:
+        # Holds found at start-up are what the files say, as agents are not `agent_added`
+        # then either: debug, so a one-shot `check` prints only its report.
+        say = log.debug if quiet else log.info
         if hold.stage is Stage.WAITING:
             self._wait_ids[agent] = self._history.open_wait(agent, hold.since, hold.message)
-            log.info("agent_waiting", agent=agent, message=hold.message,
-                     since=self._iso(hold.since))
+            say("agent_waiting", agent=agent, message=hold.message, since=self._iso(hold.since))
         else:
-            log.info("agent_done", agent=agent, message=hold.message, since=self._iso(hold.since))
+            say("agent_done", agent=agent, message=hold.message, since=self._iso(hold.since))
 
     def _end(self, agent: str, hold: Hold, when: float) -> None:
         self._holds.pop(agent, None)

@@ -5,6 +5,7 @@ agent is never detected; every Claude Code hook event drives the state it means.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -51,7 +52,8 @@ class TestWaitingAgent:
             make_agent(root, agent)
         beat(root, "--state", "waiting", "--message", "approve rm -rf node_modules?")
         began = (root / "Agent-1" / "heartbeat.json").stat().st_mtime
-        args = watch_args(HEAL, RECOVER, TICK)
+        # Holds found at start-up are logged at debug (a one-shot check stays quiet).
+        args = ["--log-level", "debug", *watch_args(HEAL, RECOVER, TICK)]
         with running_daemon(root, tmp_path, args, config_text=config()) as d:
             d.wait_event("agent_waiting", agent="Agent-1")
             sent = d.wait_event("alert_sent", timeout=ALERT_AFTER + 10, agent="Agent-1",
@@ -80,7 +82,8 @@ class TestWaitingAgent:
         for agent in ("Agent-1", "Agent-2"):
             make_agent(root, agent)
         beat(root, "--state", "done", "--message", "all tasks shipped")
-        with running_daemon(root, tmp_path, watch_args(HEAL, RECOVER, TICK)) as d:
+        args = ["--log-level", "debug", *watch_args(HEAL, RECOVER, TICK)]
+        with running_daemon(root, tmp_path, args) as d:
             d.wait_event("agent_done", agent="Agent-1")
             time.sleep(2 * RECOVER)
             assert d.events("stall_detected", agent="Agent-1") == [], d.tail()
@@ -121,6 +124,32 @@ class TestWaitingAgent:
                 assert "which branch?" in alert["annotations"]["summary"]
                 beat(root)
                 am.wait_for(lambda alerts: not waiting(alerts), what="AgentWaiting ended")
+
+
+class TestCheck:
+    def test_check_reports_waiting_and_done_and_neither_is_stalled(self, tmp_path: Path
+                                                                   ) -> None:
+        """`check --json` without a daemon: both agents silent for an hour, one waiting and
+        one done by their heartbeats: nothing stalled (exit 0), each listed; only the
+        report is printed."""
+        root = tmp_path / "ws"
+        for agent in ("Agent-1", "Agent-2"):
+            folder = make_agent(root, agent)
+            old = time.time() - 3600
+            for path in (folder / "status.json", folder / "devlogs", folder / "inbox"):
+                os.utime(path, (old, old))
+        beat(root, "--state", "waiting", "--message", "which branch?")
+        done = run(root.parent, "--workspaces", str(root), "beat", "Agent-2", "--state",
+                   "done")
+        assert done.returncode == 0, done.stderr
+        check = run(tmp_path, "--workspaces", str(root), "check", "--json")
+        assert check.returncode == 0, check.stdout + check.stderr
+        report = json.loads(check.stdout)
+        assert report["stalled"] == [] and report["done"] == ["Agent-2"]
+        [waiting] = report["waiting"]
+        assert waiting["agent"] == "Agent-1" and waiting["message"] == "which branch?"
+        assert waiting["alerted"] is False and waiting["waiting_for"] < 60
+        assert "agent_waiting" not in check.stderr and "agent_done" not in check.stderr
 
 
 class TestClaudeCodeHooks:
