@@ -138,6 +138,10 @@ def _print_check(report: CheckReport, verbose: bool) -> None:
         if agent in stalled:
             row = stalled[agent]
             click.echo(f"  {agent:<24} silent {age(row.silent_for):>8}  {row.pipeline.value}")
+        elif agent in report.held:
+            hold = report.held[agent]
+            line = f"  {agent:<24} {hold.stage.value:<7} {age(report.now - hold.since):>8}"
+            click.echo(f"{line}  {hold.message}"[:100] if hold.message else line)
         elif verbose:
             click.echo(f"  {agent:<24} silent {age(report.now - last):>8}  active")
     for action in report.actions:

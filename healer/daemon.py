@@ -265,9 +265,9 @@ class Daemon:
                     # appearance, as far as healer can tell.
                     self.engine.add_agent(change.agent, at=change.when)
                     if change.activity:
-                        self.engine.observe(change.agent, change.when)
+                        self.engine.observe(change.agent, change.when, change.beat)
                 case _ if change.activity:
-                    self.engine.observe(change.agent, change.when)
+                    self.engine.observe(change.agent, change.when, change.beat)
         if changes and self.metrics is not None:
             self.metrics.observe_changes(changes, self.clock.monotonic())
         if len(changes) == BATCH:

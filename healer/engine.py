@@ -14,6 +14,7 @@ from healer.core.monitor import Monitor
 from healer.core.policy import Incident, Policy, StallDetected, Step
 from healer.executor import Executor
 from healer.fold import AlertFold
+from healer.heartbeats import Heartbeats
 from healer.history import History
 from healer.ports import AlertSink, Clock, CommandRunner, StatusStore, WorkspaceReader
 from healer.timeline import Timeline
@@ -66,14 +67,14 @@ class Engine:
             self.timeline, self.monitor, workspace, files, history, self.policy_for, self.executor,
             cleans_temps=cleans_temps,
         )
+        # What agents say of themselves: waiting on a human, done (heartbeat.json).
+        self.beats = Heartbeats(config, self.timeline, self.monitor, workspace, history,
+                                observe=self.tracker.observe, restat=self.tracker.restat,
+                                announce=self.executor.announce)
         self.view = EngineView(self.monitor, self.policy_for, self.executor.counters,
                                flapping=self.breakers.is_flapping)
         # Membership and activity, as the daemon and `check` call them.
-        self.add_agent = self.tracker.add_agent
         self.remove_agent = self.tracker.remove_agent
-        self.reconcile = self.tracker.reconcile
-        self.rescan = self.tracker.rescan
-        self.observe = self.tracker.observe
 
     def policy_for(self, agent: str) -> Policy:
         c = self.config
@@ -87,10 +88,13 @@ class Engine:
 
     def start(self) -> int:
         """The breaker from the history first (an incident carried over from a flapping
-        agent must not resume its ladder), then the agents; returns how many there are."""
+        agent must not resume its ladder), then the agents, then what their heartbeats say;
+        returns how many there are."""
         now = self.timeline.now()
         self.breakers.restore(self.history.incident_spans(now - lookback(self.config)), now)
-        return self.tracker.start()
+        agents = self.tracker.start()
+        self.beats.start()
+        return agents
 
     def reload(self, config: Config) -> None:
         """New config, same state: incidents, attempts and counters carry over."""
@@ -100,6 +104,27 @@ class Engine:
         self.breakers.fold.dry_run = config.dry_run
         self.breakers.reload(config)
         self.monitor.set_policy(self.policy_for)
+        self.beats.reload(config)
+
+    # -- membership and activity: the tracker's, and what the agents' beats make of it -----
+    def add_agent(self, agent: str, *, at: float | None = None) -> bool:
+        added = self.tracker.add_agent(agent, at=at)
+        if added:
+            self.beats.added(agent)
+        return added
+
+    def observe(self, agent: str, when: float, beat: bool = False) -> None:
+        """Genuine activity (`beat`: of heartbeat.json, which is read)."""
+        self.beats.activity(agent, when, beat)
+
+    def reconcile(self) -> tuple[int, int]:
+        counts = self.tracker.reconcile()
+        self.beats.sweep()
+        return counts
+
+    def rescan(self) -> None:
+        self.tracker.rescan()
+        self.beats.sweep()
 
     def save(self) -> None:
         """Persist what a restart needs (called on a clean stop)."""
@@ -162,6 +187,8 @@ class Engine:
         if not self.tracker.restat(agent):
             self.tracker.remove_agent(agent)
             return None
+        if self.beats.recheck(agent, now):
+            return None  # waiting on a human, or done: no stall
         last = self.monitor.table.get(agent)
         if last is None:
             return None

@@ -4,6 +4,7 @@ agent comes back. Times are the engine's (monotonic); what the actions write is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,6 +201,16 @@ class Executor:
         """The incident ended without the agent (a resolve, its folder gone): end its alert."""
         self._alert(agent, Transition.RESOLVED)
         self._breakers.closed(agent, self._clock.monotonic())
+
+    def announce(self, agent: str, transition: Transition, details: Mapping[str, Any], *,
+                 carried: bool = False) -> None:
+        """A transition decided beside the ladder (a wait, healer.heartbeats), told like the
+        executor's own; `carried`: an alert open before a restart, kept open, sent anew to
+        nobody."""
+        if not carried:
+            self._alert(agent, transition, **details)
+        elif not self.config.dry_run:
+            self._breakers.fold.restore(agent, transition, details)
 
     # -- helpers --------------------------------------------------------------------------
     def _context(

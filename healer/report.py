@@ -17,6 +17,7 @@ __all__ = ["age", "fit", "live_status", "render_stats", "render_status"]
 STAGE_COLORS = {
     Stage.ACTIVE: "green", Stage.BUSY: "blue", Stage.HEALING: "yellow",
     Stage.RECOVERING: "magenta", Stage.ESCALATED: "red", Stage.FLAPPING: "cyan",
+    Stage.WAITING: "bright_yellow", Stage.DONE: "bright_black",
 }
 
 
@@ -55,6 +56,9 @@ def render_status(data: dict[str, Any], *, color: bool = False) -> str:
         )
     # Notes below the table, one line each: the columns stay within 80.
     lines += [f"  {fit(r['agent'], 18)}: {r['note']}" for r in data["agents"] if "note" in r]
+    # What a waiting agent said it waits for: the line a human needs to act on.
+    lines += [fit(f"  {fit(r['agent'], 18)}: waiting: {r['message']}", 80)
+              for r in data["agents"] if r["stage"] == Stage.WAITING.value and r.get("message")]
     counts: dict[str, int] = {}
     for row in data["agents"]:
         counts[row["stage"]] = counts.get(row["stage"], 0) + 1
@@ -79,6 +83,10 @@ def render_stats(data: dict[str, Any]) -> str:
         f"resolved {inc.get('resolved', 0)}   escalated {inc.get('escalated', 0)}",
         f"MTTD {secs(data.get('mttd_seconds'))}   MTTR {secs(data.get('mttr_seconds'))}",
     ]
+    waiting = data.get("waiting") or {}
+    if waiting.get("waits"):
+        lines.append(f"waits on a human  {waiting['waits']:>6}   open {waiting['open']}   "
+                     f"alerted {waiting['alerted']}   time waiting {secs(waiting['seconds'])}")
     if data.get("by_agent"):
         lines.append("")
         lines.append(f"{'AGENT':<20} {'TOTAL':>6} {'OK':>6} {'FAILED':>6}")

@@ -12,12 +12,15 @@ from healer.breakers import flap_policy, lookback
 from healer.config import Config
 from healer.core.activity import merged_last_activity
 from healer.core.flap import FlapBreaker
+from healer.core.heartbeat import Heartbeat, parse_heartbeat
 from healer.core.isotime import iso
 from healer.core.model import Pipeline, Stage
 from healer.core.monitor import Monitor
 from healer.core.policy import Policy, stage_of
 from healer.core.timebase import active_since
-from healer.ports import Counters, IncidentLog, IncidentRecord, WorkspaceReader
+from healer.core.waiting import beat_is_newest, held_stage
+from healer.ports import Counters, IncidentLog, IncidentRecord, ScanResult, WorkspaceReader
+from healer.ports.heartbeats import WaitRecord
 
 __all__ = ["EngineView", "Stalled", "status_rows"]
 
@@ -51,6 +54,8 @@ class EngineView:
         """Agents silent past a threshold or with an open incident, by name."""
         out = []
         for agent, last in self.agents():
+            if self._monitor.parked(agent) is not None:
+                continue  # waiting on a human, or done: silence is what it said it would be
             silent = now - last
             in_incident = self._monitor.incident(agent) is not None
             pipeline = self._policy_for(agent).pipeline_for(silent, in_incident)
@@ -61,6 +66,15 @@ class EngineView:
     def escalated(self) -> list[str]:
         return sorted(a for a, i in self._monitor.incidents().items() if i.escalated)
 
+    def held(self) -> list[tuple[str, Stage]]:
+        """Agents waiting on a human or done, by name."""
+        monitor = self._monitor
+        return sorted((a, s) for a in monitor.table if (s := monitor.parked(a)) is not None)
+
+    def held_count(self) -> int:
+        """Agents waiting or done: in the swarm's size, never in an incident (SPEC §17)."""
+        return self._monitor.parked_count()
+
     def stages(self, now: float) -> tuple[tuple[str, float, Stage], ...]:
         """Every agent with its last activity and stage at `now` (for the metrics)."""
         monitor = self._monitor
@@ -69,8 +83,10 @@ class EngineView:
 
 
 def _flapped(stage: Stage, flapping: bool) -> Stage:
-    """A flapping agent's stage says so (it is not being healed), unless it is escalated."""
-    return Stage.FLAPPING if flapping and stage is not Stage.ESCALATED else stage
+    """A flapping agent's stage says so (it is not being healed), unless it is escalated,
+    or waiting on a human or done: what it said of itself is what a human acts on."""
+    kept = (Stage.ESCALATED, Stage.WAITING, Stage.DONE)
+    return Stage.FLAPPING if flapping and stage not in kept else stage
 
 
 def _iso(when: float | None) -> str | None:
@@ -84,10 +100,12 @@ def status_rows(
     attempts and lease."""
     stored: dict[str, float] = {}
     incidents: dict[str, IncidentRecord] = {}
+    waits: dict[str, WaitRecord] = {}
     flapping: set[str] = set()
     if history is not None:
         stored = history.last_activities()
         incidents = {row.agent: row for row in history.open_incidents()}
+        waits = {row.agent: row for row in history.waits.open_waits()}
         # The daemon's breaker, rebuilt the way a restarted daemon rebuilds it.
         spans = history.incident_spans(now - lookback(config))
         flapping = set(FlapBreaker(flap_policy(config)).replay(spans, now))
@@ -105,8 +123,10 @@ def status_rows(
             row = None
         lease = workspace.lease(agent, config.max_busy_lease, last) if last is not None else None
         busy = lease is not None and lease > now
-        # An open incident's stage is the one on record; without one, the core's rule.
-        stage = Stage(row.stage) if row is not None else stage_of(None, busy=busy)
+        beat, held, since = _heartbeat(workspace, agent, found, waits.get(agent))
+        # An open incident's stage is the one on record; then what the agent's newest beat
+        # says (waiting, done); else the core's rule.
+        stage = Stage(row.stage) if row is not None else held or stage_of(None, busy=busy)
         stage = _flapped(stage, agent in flapping)
         rows.append({
             "agent": agent,
@@ -115,6 +135,25 @@ def status_rows(
             "stage": stage.value,
             "attempts": row.attempts if row is not None else 0,
             "busy_until": _iso(lease) if busy else None,
+            "waiting_since": _iso(since) if stage is Stage.WAITING else None,
+            "message": beat.message if beat is not None else None,
             **({"note": found.status_link.value} if found.status_link is not None else {}),
         })
     return rows
+
+
+def _heartbeat(workspace: WorkspaceReader, agent: str, found: ScanResult,
+               wait: WaitRecord | None) -> tuple[Heartbeat | None, Stage | None, float | None]:
+    """The agent's readable heartbeat, the stage it holds the agent in (waiting, done; only
+    while it is the newest activity on file) and since when: the wait on record keeps the
+    start of a wait that repeated beats go on saying."""
+    read = workspace.heartbeat(agent, None)
+    parsed = parse_heartbeat(read.data) if read.data is not None else None
+    beat = parsed if isinstance(parsed, Heartbeat) else None
+    if beat is None or not beat_is_newest(read.mtime, found.last_activity):
+        return beat, None, None
+    stage = held_stage(beat.state)
+    since = read.mtime
+    if stage is Stage.WAITING and wait is not None and since is not None:
+        since = min(since, wait.started_at)
+    return beat, stage, since

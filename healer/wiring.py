@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from healer.adapters.alerts import Alerter
@@ -21,7 +21,9 @@ from healer.adapters.watcher import Watcher
 from healer.adapters.writer import SafeWriter
 from healer.clock import SystemClock
 from healer.config import Config
+from healer.core.model import Stage
 from healer.core.stats import summarize
+from healer.core.waiting import Hold
 from healer.daemon import Daemon
 from healer.engine import Engine
 from healer.executor import ActionReport
@@ -187,15 +189,22 @@ class CheckReport:
     stalled: list[Stalled]
     escalated: list[str]
     actions: list[ActionReport]
+    held: dict[str, Hold] = field(default_factory=dict)  # waiting on a human, or done
 
     def as_json(self) -> dict[str, Any]:
-        """SPEC §7: `{"checked", "stalled": [...], "actions": [...]}`."""
+        """SPEC §7: `{"checked", "stalled": [...], "actions": [...]}`, and the agents that are
+        no stall because they said so (§12): `waiting` and `done`."""
+        held = sorted(self.held.items())
         return {
             "checked": len(self.agents),
             "stalled": [{"agent": s.agent, "silent_for": s.silent_for,
                          "pipeline": s.pipeline.value} for s in self.stalled],
             "actions": [{"agent": a.agent, "action": a.action, "ok": a.ok}
                         for a in self.actions],
+            "waiting": [{"agent": a, "waiting_for": round(max(0.0, self.now - h.since), 3),
+                         "alerted": h.alerted, "message": h.message}
+                        for a, h in held if h.stage is Stage.WAITING],
+            "done": [a for a, h in held if h.stage is Stage.DONE],
         }
 
 
@@ -230,7 +239,7 @@ def _check(config: Config, *, act: bool) -> CheckReport:
             engine.close_commands(0.0)
         view = engine.view
         return CheckReport(now, view.agents(), view.stalled(now), view.escalated(),
-                           list(engine.executor.actions or ()))
+                           list(engine.executor.actions or ()), engine.beats.holds())
     finally:
         if runner is not None:
             runner.close(timeout=0.0)  # idempotent; after a failure, nothing is left running

@@ -1,15 +1,17 @@
 """`make run`: healer watching the workspace while a simulated swarm works in it, with
-short demo thresholds so detection, healing, recovery, reassignment and escalation all
-show within a minute. Ctrl-C stops both. See --help."""
+short demo thresholds so detection, healing, recovery, reassignment, escalation and an
+agent waiting on a human all show within a minute. Ctrl-C stops both. See --help."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +25,7 @@ __all__ = ["build_parser", "main"]
 REPO = Path(__file__).resolve().parents[1]
 SIMULATOR = REPO / "scripts" / "simulate_swarm.py"
 TRANSITIONS = ("stall_detected", "heal_action", "agent_recovered", "recovery_action",
-               "agent_escalated")
+               "agent_escalated", "agent_waiting", "waiting_alert", "agent_waiting_over")
 # A child that got the terminal's Ctrl-C stops by itself; only one that did not (the
 # demo alone was signalled) needs telling, and SIGKILL is the last resort for a hang.
 _GRACE = 1.0
@@ -33,6 +35,8 @@ _FIRST_WRITE_WAIT = 5.0
 _CAST = """\
   The cast (scripts/simulate_swarm.py):
     Agent-2  stalls; wakes up when healer's rescue message reaches its inbox
+    Agent-3  waits on a human (healer beat --state waiting): never healed, one
+             waiting alert; 30 s later it gets its answer and works again
     Agent-4  stalls for good: healed 3 times, tasks reassigned, escalated
     Agent-5  stalls and comes back on its own
     Agent-6  takes a 40 s job under a busy_until lease: no healing before it ends
@@ -73,17 +77,38 @@ def _banner(args: argparse.Namespace, reused: bool) -> str:
         f"healer demo: a simulated swarm in {args.workspaces}/ ({how})",
         "",
         f"  DEMO THRESHOLDS: heal after {args.heal_after:g} s, recover after "
-        f"{args.recover_after:g} s, tick {args.tick:g} s",
+        f"{args.recover_after:g} s, tick {args.tick:g} s,",
+        f"  a waiting agent alerted after {args.waiting_alert_after:g} s",
         f"  (production defaults: {heal:g} s / {recover:g} s, from {args.config})",
         "",
         _CAST,
         "",
         "  Watch for: stall_detected, heal_action, agent_recovered,",
-        "             recovery_action (reassign_tasks), agent_escalated",
+        "             recovery_action (reassign_tasks), agent_escalated,",
+        "             agent_waiting, waiting_alert, agent_waiting_over",
         f"  Second terminal: {_healer_cmd(args)} status --watch",
         "  Ctrl-C stops both.",
         "",
     ])
+
+
+def _demo_config(config: Path, waiting_alert_after: float, folder: Path) -> Path:
+    """The config file with the demo's `healer.waiting_alert_after` (no flag sets it), in
+    `folder`; the file itself when it cannot be read (healer then says why)."""
+    try:
+        import yaml
+
+        doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        if not isinstance(doc, dict):
+            return config
+        section = doc.get("healer")
+        doc["healer"] = {**(section if isinstance(section, dict) else {}),
+                         "waiting_alert_after": f"{waiting_alert_after:g}s"}
+    except Exception:  # the demo must not fail where healer would explain
+        return config
+    derived = folder / config.name
+    derived.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return derived
 
 
 def _echo_swarm(stream: IO[str], out: IO[str], colors: bool) -> None:
@@ -140,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recover-after", type=float, default=15.0,
                         help="demo recover_after (15 s)")
     parser.add_argument("--tick", type=float, default=0.25, help="demo tick (0.25 s)")
+    parser.add_argument("--waiting-alert-after", type=float, default=10.0,
+                        help="demo waiting_alert_after (10 s)")
     parser.add_argument("--speed", type=float, default=1.0,
                         help="simulator time scale; its durations are divided by it (1.0)")
     parser.add_argument("--agents", type=int, default=6, help="simulated agents (6)")
@@ -186,12 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo.start()
     children = [sim]
     code = 0
+    scratch = Path(tempfile.mkdtemp(prefix="healer-demo-"))
     try:
+        config = _demo_config(args.config, args.waiting_alert_after, scratch)
         _wait_first_writes(root, since, sim, stop)
         if not stop.is_set() and sim.poll() is None:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             healer = subprocess.Popen(
-                [python, "-m", "healer", "--config", str(args.config),
+                [python, "-m", "healer", "--config", str(config),
                  "--workspaces", str(root), "--log-format", args.log_format, "watch",
                  "--heal-after", str(args.heal_after), "--recover-after",
                  str(args.recover_after), "--tick", str(args.tick)],
@@ -208,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _stop(children, bool(signalled))
         echo.join(timeout=1.0)
+        shutil.rmtree(scratch, ignore_errors=True)
     if not args.no_banner:
         print(f"\ndemo stopped; {root}/ is kept and make run reuses it.\n"
               f"History: {_healer_cmd(args)} stats", flush=True)

@@ -1,7 +1,8 @@
 """A simulated agent swarm writing into a workspace the way the real agents do.
 
-Roles by agent number: 2 recovers when nudged, 4 never recovers, 5 recovers on its own,
-6 takes a long job under a busy lease; every other agent is healthy. See --help.
+Roles by agent number: 2 recovers when nudged, 3 waits on a human (says so with `healer
+beat`), 4 never recovers, 5 recovers on its own, 6 takes a long job under a busy lease;
+every other agent is healthy. See --help.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import math
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -39,7 +41,7 @@ __all__ = ["ROLES", "SimAgent", "Swarm", "Timings", "main", "role_for"]
 
 log = logging.getLogger("simulate_swarm")
 
-HEALTHY, NUDGE, DEAD, SELF, BUSY = "healthy", "nudge", "dead", "self", "busy"
+HEALTHY, NUDGE, DEAD, SELF, BUSY, WAIT = "healthy", "nudge", "dead", "self", "busy", "wait"
 ROLES = {
     HEALTHY: "writes status.json every few seconds, appends devlogs, consumes its inbox",
     NUDGE: "stalls at --stall-after; resumes --nudge-delay after a new HEALER_RESCUE_*.md "
@@ -47,9 +49,14 @@ ROLES = {
     DEAD: "stalls at --stall-after and never writes again",
     SELF: "stalls at --stall-after, comes back on its own after --self-silence",
     BUSY: "at --stall-after writes busy_until = now + --lease, stays quiet until then, resumes",
+    WAIT: "at --stall-after asks a human (`healer beat --state waiting`), writes nothing "
+    "for --wait-for, then gets its answer (`healer beat`) and resumes",
 }
 # Fixed by agent number so a demo always shows the same cast.
-_SPECIAL_ROLES = {2: NUDGE, 4: DEAD, 5: SELF, 6: BUSY}
+_SPECIAL_ROLES = {2: NUDGE, 3: WAIT, 4: DEAD, 5: SELF, 6: BUSY}
+# What the waiting agent asks; a permission prompt is what real agents wait on most.
+_QUESTION = "approve: git push --force origin main?"
+_BEAT_TIMEOUT = 10.0
 _POLL = 0.05  # how often a stalled agent looks at its inbox, in wall seconds
 _MAX_TASK_LINES = 12
 
@@ -89,6 +96,7 @@ class Timings:
     self_silence: float = 12.0
     nudge_delay: float = 1.0
     lease: float = 40.0
+    wait_for: float = 30.0
     speed: float = 1.0
 
     def wall(self, seconds: float) -> float:
@@ -106,6 +114,7 @@ class SimAgent:
     rng: random.Random
     peers: list[str]
     send: Callable[[str, str, str], None]
+    beat: Callable[[str, Sequence[str]], None] = lambda agent, args: None
     phase: str = "active"
     next_at: float = 0.0
     stall_at: float = math.inf
@@ -134,7 +143,7 @@ class SimAgent:
             self._work(now)
         elif self.phase == "stalled" and self.role == NUDGE:
             self._look_for_rescue(now)
-        elif self.phase in ("stalled", "waking", "busy") and now >= self.resume_at:
+        elif self.phase in ("stalled", "waking", "busy", "waiting") and now >= self.resume_at:
             self._resume(now)
 
     def _stall(self, now: float) -> None:
@@ -147,6 +156,12 @@ class SimAgent:
             self._write(now, phase="LONG_RUNNING_OPERATION",
                         extra={"busy_until": until.isoformat(timespec="seconds")})
             log.info("%s busy until %s (long job)", self.agent_id, until.isoformat())
+            return
+        if self.role == WAIT:
+            self.phase = "waiting"
+            self.resume_at = now + self.timings.wall(self.timings.wait_for)
+            self.beat(self.agent_id, ["--state", "waiting", "--message", _QUESTION])
+            log.info("%s waits on a human (healer beat --state waiting)", self.agent_id)
             return
         self.phase = "stalled"
         if self.role == SELF:
@@ -164,6 +179,9 @@ class SimAgent:
             log.info("%s got %s, waking up", self.agent_id, fresh[0].name)
 
     def _resume(self, now: float) -> None:
+        if self.phase == "waiting":
+            self.beat(self.agent_id, [])  # working: the human answered
+            log.info("%s got its answer, working again (healer beat)", self.agent_id)
         self.phase = "active"
         self.resume_at = math.inf
         consumed = [m.name for m in pending_messages(self.folder)
@@ -257,19 +275,22 @@ class Swarm:
     """The whole cast; `step()` runs what is due and says how long to wait for more."""
 
     def __init__(self, root: Path, agents: int, seed: int, timings: Timings,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 healer: Sequence[str] | None = None) -> None:
         self.root = root
         self.timings = timings
         self._clock = clock
         self._t0 = clock()
         self._messages = 0
+        # How the waiting agent runs `healer beat` (None: it only pretends, for tests).
+        self._healer = list(healer) if healer is not None else None
         ids = [f"Agent-{n}" for n in range(1, agents + 1)]
         self.agents: dict[str, SimAgent] = {}
         for number, agent_id in enumerate(ids, start=1):
             self.agents[agent_id] = SimAgent(
                 agent_id=agent_id, folder=root / agent_id, role=role_for(number),
                 timings=timings, rng=random.Random(f"{seed}:{agent_id}"),
-                peers=[a for a in ids if a != agent_id], send=self._send)
+                peers=[a for a in ids if a != agent_id], send=self._send, beat=self._beat)
 
     def now(self) -> float:
         return self._clock() - self._t0
@@ -301,6 +322,21 @@ class Swarm:
             wait = self.step()
             stop.wait(min(wait, max(0.0, deadline - self.now())))
 
+    def _beat(self, agent: str, args: Sequence[str]) -> None:
+        """`healer beat AGENT ARGS`, as an agent's hook runs it."""
+        if self._healer is None:
+            return
+        command = [*self._healer, "--workspaces", str(self.root), "beat", agent, *args]
+        try:
+            done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=_BEAT_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("%s: healer beat did not run: %s", agent, exc)
+            return
+        if done.returncode != 0:
+            log.warning("%s: healer beat exited %d: %s", agent, done.returncode,
+                        done.stderr.strip())
+
     def _send(self, to: str, sender: str, body: str) -> None:
         self._messages += 1
         stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
@@ -327,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simulate_swarm.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Simulate a swarm of agents writing into a workspace.",
-        epilog=f"roles: Agent-2 nudge, Agent-4 dead, Agent-5 self, Agent-6 busy, "
-               f"all others healthy\n{cast}\n\nAll durations are divided by --speed.")
+        epilog=f"roles: Agent-2 nudge, Agent-3 wait, Agent-4 dead, Agent-5 self, "
+               f"Agent-6 busy, all others healthy\n{cast}\n\nAll durations are divided by "
+               f"--speed.")
     parser.add_argument("--workspaces", type=Path, required=True, help="workspace root")
     parser.add_argument("--agents", type=_count, default=6, help="number of agents (6)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
@@ -345,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="delay between a rescue message and the nudged agent's write (1 s)")
     parser.add_argument("--lease", type=_positive, default=40.0,
                         help="length of the busy agent's long job (40 s)")
+    parser.add_argument("--wait-for", type=_positive, default=30.0,
+                        help="how long the waiting agent waits for its human (30 s)")
+    parser.add_argument("--healer", default=None,
+                        help="the healer command the waiting agent beats with "
+                        "(default: this Python's -m healer)")
     parser.add_argument("--once", action="store_true",
                         help="write a fresh initial state for every agent and exit")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
@@ -361,8 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(message)s", stream=sys.stderr)
     timings = Timings(interval=args.interval, stall_after=args.stall_after,
                       self_silence=args.self_silence, nudge_delay=args.nudge_delay,
-                      lease=args.lease, speed=args.speed)
-    swarm = Swarm(args.workspaces, args.agents, args.seed, timings)
+                      lease=args.lease, wait_for=args.wait_for, speed=args.speed)
+    healer = args.healer.split() if args.healer else [sys.executable, "-m", "healer"]
+    swarm = Swarm(args.workspaces, args.agents, args.seed, timings, healer=healer)
     try:
         swarm.seed_state(fresh=args.once)
     except OSError as exc:

@@ -24,8 +24,8 @@ from watchdog.observers.inotify_c import (
 from healer.core.classify import classify
 from healer.core.model import EventKind, FolderEvent, InboxMode
 
-__all__ = ["COALESCE", "COALESCE_MAX", "MASK", "Classifier", "Emit", "InotifyReader", "Obs",
-           "make_classifier"]
+__all__ = ["ACTIVITY", "BEAT", "COALESCE", "COALESCE_MAX", "MASK", "Classifier", "Emit",
+           "InotifyReader", "Obs", "make_classifier"]
 
 log = structlog.get_logger()
 
@@ -59,8 +59,11 @@ _BACKLOG = 1024
 _CACHE_MAX = 65_536
 
 # (agent, activity, absolute path to ask the self-write ledger about, or None)
-Obs = tuple[str, bool, str | None]
-Emit = Callable[[list[tuple[str, bool]], list[tuple[str, FolderEvent]], float], None]
+# What an event says of an agent, as flags: ACTIVITY (the agent's own work) and BEAT (its
+# heartbeat.json, which the daemon then reads); one int, so a batch merges them with `|`.
+ACTIVITY, BEAT = 1, 2
+Obs = tuple[str, int, str | None]
+Emit = Callable[[list[tuple[str, int]], list[tuple[str, FolderEvent]], float], None]
 Classifier = Callable[[str, EventKind, str | None], tuple[Obs, ...]]
 
 
@@ -210,7 +213,7 @@ class InotifyReader:
             events = self._carry + events
             self._carry = []
         self.batches += 1
-        activity: dict[str, bool] = {}
+        activity: dict[str, int] = {}
         folders: list[tuple[str, FolderEvent]] = []
         paths, cache, is_own = self._paths, self._cache, self._is_own
         last = len(events) - 1
@@ -238,13 +241,13 @@ class InotifyReader:
             for agent, act, check in hit:
                 if act and check is not None and is_own(check):
                     continue
-                activity[agent] = activity.get(agent, False) or act
+                activity[agent] = activity.get(agent, 0) | act
         self._flush_moves(activity, folders)
         if activity or folders:
             self._emit(list(activity.items()), folders, now)
 
     # -- the slow path: folders, renames, the root, overflow --------------------------------
-    def _slow(self, ev: InotifyEvent, activity: dict[str, bool],
+    def _slow(self, ev: InotifyEvent, activity: dict[str, int],
               folders: list[tuple[str, FolderEvent]]) -> None:
         mask = ev.mask
         if mask & (_Q_OVERFLOW | _IGNORED | _DELETE_SELF | _MOVE_SELF | _UNMOUNT):
@@ -288,7 +291,7 @@ class InotifyReader:
         elif ev.wd == self.root_wd:
             self.root_lost = True  # the root itself deleted, moved away or unmounted
 
-    def _moved_to(self, cookie: int, rel: str, is_dir: bool, activity: dict[str, bool],
+    def _moved_to(self, cookie: int, rel: str, is_dir: bool, activity: dict[str, int],
                   folders: list[tuple[str, FolderEvent]]) -> None:
         src_dir = self._moves.pop(cookie, None)
         src = src_dir[0] if src_dir else None
@@ -313,7 +316,7 @@ class InotifyReader:
         self._cache.clear()
         self._arrived(rel, src, found, activity, folders)
 
-    def _flush_moves(self, activity: dict[str, bool],
+    def _flush_moves(self, activity: dict[str, int],
                      folders: list[tuple[str, FolderEvent]]) -> None:
         """Renames whose other half never came: moved out of the tree, so a deletion."""
         for cookie, (src, is_dir) in self._moves.items():
@@ -326,7 +329,7 @@ class InotifyReader:
                 self._note(src, EventKind.DELETED, None, activity)
         self._moves.clear()
 
-    def _new_folder(self, rel: str, activity: dict[str, bool],
+    def _new_folder(self, rel: str, activity: dict[str, int],
                     folders: list[tuple[str, FolderEvent]]) -> None:
         found: list[tuple[str, bool]] = []
         self.watch_tree(rel, found)
@@ -334,7 +337,7 @@ class InotifyReader:
         self._arrived(rel, None, found, activity, folders)
 
     def _arrived(self, rel: str, src: str | None, found: list[tuple[str, bool]],
-                 activity: dict[str, bool], folders: list[tuple[str, FolderEvent]]) -> None:
+                 activity: dict[str, int], folders: list[tuple[str, FolderEvent]]) -> None:
         if "/" not in rel:
             self._folder(rel, FolderEvent.ADDED, activity, folders)
         elif src is not None:
@@ -345,7 +348,7 @@ class InotifyReader:
         for path, _ in found:
             self._note(path, EventKind.CREATED, None, activity, ledger_any=True)
 
-    def _folder(self, agent: str, what: FolderEvent, activity: dict[str, bool],
+    def _folder(self, agent: str, what: FolderEvent, activity: dict[str, int],
                 folders: list[tuple[str, FolderEvent]]) -> None:
         if not self.is_agent(agent):
             return
@@ -355,14 +358,14 @@ class InotifyReader:
             folders.clear()
         folders.append((agent, what))
 
-    def _note(self, rel: str, kind: EventKind, dest: str | None, activity: dict[str, bool],
+    def _note(self, rel: str, kind: EventKind, dest: str | None, activity: dict[str, int],
               *, ledger_any: bool = False) -> None:
         for agent, act, check in self.classify(rel, kind, dest):
             if act and ledger_any and check is None:
                 check = os.path.join(self._ledger_root, dest or rel)
             if act and check is not None and self._is_own(check):
                 continue
-            activity[agent] = activity.get(agent, False) or act
+            activity[agent] = activity.get(agent, 0) | act
 
     def _overflow(self) -> None:
         """Events were lost, folder creations among them: watch what is not watched yet
@@ -382,7 +385,8 @@ def make_classifier(is_agent: Callable[[str], bool], inbox_mode: InboxMode,
     def run(rel: str, kind: EventKind, dest: str | None) -> tuple[Obs, ...]:
         obs = classify(rel, kind, dest=dest, inbox_mode=inbox_mode, is_agent=is_agent)
         check = (prefix + rel if kind in _LEDGER_KINDS and "/inbox/" in rel else None)
-        return tuple((o.agent, o.activity, check) for o in obs)
+        return tuple((o.agent, (ACTIVITY if o.activity else 0) | (BEAT if o.beat else 0), check)
+                     for o in obs)
 
     return run
 

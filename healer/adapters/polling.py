@@ -66,12 +66,12 @@ class PollingHandler(FileSystemEventHandler):
         if src is None and dest is None:
             return
         folders = self._folders(kind, src, dest) if event.is_directory else []
-        activity: dict[str, bool] = {}
+        activity: dict[str, int] = {}
         if not folders:
             for agent, act, check in self.classify(src or "", kind, dest):
                 if act and check is not None and self._is_own(check):
                     continue  # a message healer linked into an inbox: a plain creation
-                activity[agent] = activity.get(agent, False) or act
+                activity[agent] = activity.get(agent, 0) | act
         if activity or folders:
             self._emit(list(activity.items()), folders, now)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from healer.adapters.beatfile import BeatFile, Identity, read_heartbeat
 from healer.adapters.fsops import open_dirs
 from healer.adapters.statusfile import StatusRead, read_snapshot
 from healer.core.heartbeat import HEARTBEAT_FILE
@@ -206,3 +207,7 @@ class Scanner:
         if until is None:
             return None
         return min(until, written_at + max_lease)
+
+    def heartbeat(self, agent: str, known: Identity | None) -> BeatFile:
+        """The agent's heartbeat.json, read unless its version is `known`."""
+        return read_heartbeat(self._root, agent, known)  # a str: no Path built per agent

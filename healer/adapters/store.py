@@ -1,5 +1,5 @@
 """Durable history in SQLite (WAL): incidents, actions, healer's own writes, last activity,
-and the tasks healer reassigned.
+the tasks healer reassigned, and the agents' waits on a human.
 
 The daemon writes from its main thread only; the CLI reads through `open_readonly` meanwhile.
 Past 300 lines: every query of the schema lives here, beside the others it must agree with.
@@ -16,6 +16,7 @@ import structlog
 
 from healer.adapters.fsops import Identity
 from healer.adapters.store_commands import PRUNABLE_RUNS, insert_command_run
+from healer.adapters.store_reassign import insert_reassignment, sum_tasks_sent
 from healer.adapters.store_report import history_stats
 from healer.adapters.store_sqlite import (
     ACTION_OUTCOMES,
@@ -27,6 +28,7 @@ from healer.adapters.store_sqlite import (
     Database,
     IncidentRow,
 )
+from healer.adapters.store_waits import WaitStore
 from healer.clock import SystemClock
 from healer.core.commands import CommandKind, CommandResult
 from healer.core.model import Pipeline, Stage
@@ -48,6 +50,7 @@ class Store:
     def __init__(self, db: Database, *, clock: Clock | None = None) -> None:
         self._db = db
         self._clock = clock or SystemClock()
+        self.waits = WaitStore(db)  # the agents' waits on a human (healer.adapters.store_waits)
 
     @property
     def path(self) -> Path:
@@ -319,29 +322,18 @@ class Store:
     ) -> None:
         """`tasks` tasks sent to `to_agent`, whose status.json was `to_status` (ino, mtime_ns,
         size) when they were sent: they count as its load until that file changes."""
-        ino, mtime_ns, size = to_status if to_status is not None else (None, None, None)
-        with self._db.write(f"record a reassignment to {to_agent}") as db:
-            db.execute(
-                "INSERT INTO reassignments (ts, from_agent, to_agent, tasks, to_ino,"
-                " to_mtime_ns, to_size) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ts, from_agent, to_agent, tasks, ino, mtime_ns, size),
-            )
+        insert_reassignment(self._db, ts=ts, from_agent=from_agent, to_agent=to_agent,
+                            tasks=tasks, to_status=to_status)
 
     def tasks_sent(self, to_agent: str, to_status: Identity) -> int:
         """Tasks healer sent `to_agent` while its status.json was still `to_status`."""
-        with self._db.guard(f"read the tasks sent to {to_agent}"):
-            (total,) = self._db.conn.execute(
-                "SELECT SUM(tasks) FROM reassignments WHERE to_agent = ? AND to_ino = ?"
-                " AND to_mtime_ns = ? AND to_size = ?",
-                (to_agent, *to_status),
-            ).fetchone()
-        return int(total or 0)
+        return sum_tasks_sent(self._db, to_agent, to_status)
 
     # -- reporting and retention --------------------------------------------------------------
 
     def stats(self, recent: int = 20) -> dict[str, Any]:
         """The SPEC §9 report; definitions in docs/STATE.md and healer.core.stats."""
-        return history_stats(self._db, recent)
+        return history_stats(self._db, recent, self._clock.now())
 
     def prune(self, older_than: float, *, batch: int = PRUNE_BATCH) -> int:
         """Delete incidents closed before `older_than` with their actions, and own-write records
@@ -366,6 +358,7 @@ class Store:
             ("actions", "incident_id IS NULL AND ts < ?"),
             ("reassignments", "ts < ?"),
             ("command_runs", PRUNABLE_RUNS),
+            ("waits", "ended_at < ?"),  # an open wait is kept, however long it holds
             # A status.json healer wrote last stays recorded however old (one row per
             # agent): forgetting it would let a restart take healer's write for the agent's.
             ("self_writes", "ts < ? AND path NOT LIKE '%/status.json'"),

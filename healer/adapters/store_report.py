@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from healer.adapters.store_sqlite import Database
+from healer.adapters.store_waits import wait_tallies
 from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
 
 __all__ = ["history_stats"]
 
 
-def history_stats(database: Database, recent: int = 20) -> dict[str, Any]:
-    """The SPEC §9 report; definitions in docs/STATE.md and healer.core.stats."""
+def history_stats(database: Database, recent: int = 20, now: float = 0.0) -> dict[str, Any]:
+    """The SPEC §9 report; definitions in docs/STATE.md and healer.core.stats. An open wait
+    counts its seconds up to `now`."""
     with database.snapshot("compute stats") as db:
         tallies = {
             str(agent): Tally(int(total), int(ok or 0), int(ko or 0))
@@ -39,6 +41,7 @@ def history_stats(database: Database, recent: int = 20) -> dict[str, Any]:
                 (max(recent, 0),),
             )
         ]
+        waits = wait_tallies(db, now)
     return summarize(
         by_agent=tallies,
         recovery_actions=int(recovery),
@@ -48,4 +51,5 @@ def history_stats(database: Database, recent: int = 20) -> dict[str, Any]:
         mttd_seconds=mttd,
         mttr_seconds=mttr,
         recent=latest,
+        waits=waits,
     )

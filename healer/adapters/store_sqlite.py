@@ -1,5 +1,6 @@
 """SQLite plumbing of the history: file modes, pragmas, schema migrations, transactions, and
-sqlite3 errors turned into one-line StoreErrors."""
+sqlite3 errors turned into one-line StoreErrors. Past 300 lines: the migrations list grows
+by appending (never editing), and it belongs beside the plumbing that applies it."""
 
 from __future__ import annotations
 
@@ -108,8 +109,22 @@ def _v4(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX command_runs_incident ON command_runs(incident_id)")
 
 
+def _v5(db: sqlite3.Connection) -> None:
+    # The waits of agents that said they wait on a human (SPEC §12): one row per wait, open
+    # (ended_at NULL) while it holds; alerted_at when its one alert went out.
+    db.execute(
+        """CREATE TABLE waits (
+            id INTEGER PRIMARY KEY, agent TEXT NOT NULL, started_at REAL NOT NULL,
+            ended_at REAL, alerted_at REAL, message TEXT)"""
+    )
+    db.execute("CREATE UNIQUE INDEX waits_open ON waits(agent) WHERE ended_at IS NULL")
+    db.execute("CREATE INDEX waits_ended ON waits(ended_at) WHERE ended_at IS NOT NULL")
+
+
 # Migration k (1-based) takes the schema from version k-1 to k. Append, never edit.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _v1, _v2, _v3, _v4, _v5,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 INCIDENT_COLUMNS: Final = (

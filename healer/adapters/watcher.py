@@ -18,7 +18,13 @@ from typing import Any
 import structlog
 from watchdog.observers.polling import PollingObserver
 
-from healer.adapters.inotify_reader import Classifier, InotifyReader, make_classifier
+from healer.adapters.inotify_reader import (
+    ACTIVITY,
+    BEAT,
+    Classifier,
+    InotifyReader,
+    make_classifier,
+)
 from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.polling import PollingHandler
 from healer.adapters.prefetch import PROBE, Prefetch
@@ -45,6 +51,7 @@ class Change:
     when: float
     activity: bool
     folder: FolderEvent | None = None
+    beat: bool = False  # heartbeat.json was written: the daemon reads it
 
 
 def watches_left(path: Path) -> bool:
@@ -250,13 +257,13 @@ class Watcher:
         self.wake.set()
 
     # -- the reader thread ----------------------------------------------------------------
-    def _emit(self, activity: list[tuple[str, bool]], folders: list[tuple[str, FolderEvent]],
+    def _emit(self, activity: list[tuple[str, int]], folders: list[tuple[str, FolderEvent]],
               when: float) -> None:
         append = self.changes.append
         for agent, what in folders:
             append(Change(agent, when, False, folder=what))
-        for agent, act in activity:
-            append(Change(agent, when, act))
+        for agent, flags in activity:
+            append(Change(agent, when, bool(flags & ACTIVITY), beat=bool(flags & BEAT)))
         self.wake.set()
 
     def _own_path(self, path: str) -> bool:

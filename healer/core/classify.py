@@ -26,6 +26,10 @@ def _is_activity_file(parts: tuple[str, ...]) -> bool:
     return len(parts) >= 2 and parts[1] == DEVLOGS
 
 
+def _is_beat(parts: tuple[str, ...]) -> bool:
+    return len(parts) == 2 and parts[1] == HEARTBEAT_FILE
+
+
 def _inbox_depth(parts: tuple[str, ...]) -> int | None:
     """1 for a message at the top of inbox/, 2+ inside a subfolder, None outside inbox/."""
     if len(parts) >= 3 and parts[1] == INBOX:
@@ -73,6 +77,7 @@ def classify(
     """Observations for one event; a rename may touch two agents. Never raises.
 
     Events on healer's own temp files (and renames out of them) are not observed at all.
+    `beat` marks an event of the agent's heartbeat.json, which the daemon then reads.
     `inbox_mode` is compared by value, so the plain string of a mode works as well.
     """
     src = split_path(relpath)
@@ -81,7 +86,8 @@ def classify(
     if kind is not EventKind.MOVED or dest is None:
         if not src:
             return ()
-        return (Observation(src[0], len(src) > 1 and _single(src, kind, inbox_mode)),)
+        return (Observation(src[0], len(src) > 1 and _single(src, kind, inbox_mode),
+                            _is_beat(src)),)
     dst = split_path(dest)
     raw_src = split_path(relpath)
     if (raw_src and is_own_temp_name(raw_src[-1])) or (dst and is_own_temp_name(dst[-1])):
@@ -91,11 +97,13 @@ def classify(
     if not dst or not is_agent(dst[0]):
         dst = ()
     if src and dst and src[0] == dst[0]:
-        return (Observation(src[0], _move(src, dst, inbox_mode)),)
+        return (Observation(src[0], _move(src, dst, inbox_mode),
+                            _is_beat(src) or _is_beat(dst)),)
     # A rename across agents is a deletion for one and a creation for the other.
     sides = ((src, EventKind.DELETED), (dst, EventKind.CREATED))
     return tuple(
-        Observation(parts[0], len(parts) > 1 and _single(parts, side_kind, inbox_mode))
+        Observation(parts[0], len(parts) > 1 and _single(parts, side_kind, inbox_mode),
+                    _is_beat(parts))
         for parts, side_kind in sides
         if parts
     )

@@ -132,6 +132,8 @@ class Stage(enum.Enum):
     """Where an agent stands, as `healer status` reports it."""
 
     ACTIVE = "active"
+    WAITING = "waiting"  # on a human, in its own words (heartbeat.json): not a stall
+    DONE = "done"  # finished and off duty until its next genuine activity
     HEALING = "healing"
     RECOVERING = "recovering"
     ESCALATED = "escalated"
@@ -157,7 +159,9 @@ class EventKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One classified event: which agent it belongs to and whether it is the agent's own work."""
+    """One classified event: which agent it belongs to, whether it is the agent's own work,
+    and whether it touched the agent's heartbeat.json (what the agent says of itself)."""
 
     agent: str
     activity: bool
+    beat: bool = False

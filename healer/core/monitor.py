@@ -27,6 +27,7 @@ class Monitor:
         self._incidents: dict[str, Incident] = {}
         self._next: dict[str, float | None] = {}  # next decision of agents with an incident
         self._hold: dict[str, float] = {}  # nothing fires before this (busy lease, resolve)
+        self._parked: dict[str, tuple[Stage, float | None]] = {}  # waiting or done: stage, due
 
     # -- membership -----------------------------------------------------------------
     def add(self, agent: str, last_activity: float, incident: Incident | None = None) -> bool:
@@ -47,6 +48,7 @@ class Monitor:
         self.table.remove(agent)
         self.wheel.cancel(agent)
         self._hold.pop(agent, None)
+        self._parked.pop(agent, None)
         self._next.pop(agent, None)
         return self._incidents.pop(agent, None)
 
@@ -153,6 +155,29 @@ class Monitor:
         if agent in self.table:
             self._arm(agent)
 
+    def park(self, agent: str, stage: Stage, due: float | None = None) -> bool:
+        """The agent said it waits on a human, or is done: no stall is detected for it while
+        it is parked, its only timer is `due` (a wait's alert). Never an agent in an incident
+        (its activity closes that first); False when it was not parked."""
+        if agent not in self.table or agent in self._incidents:
+            return False
+        self._parked[agent] = (stage, due)
+        self._arm(agent)
+        return True
+
+    def unpark(self, agent: str) -> None:
+        """Detection resumes, its thresholds counted from the agent's last activity."""
+        if self._parked.pop(agent, None) is not None and agent in self.table:
+            self._arm(agent)
+
+    def parked(self, agent: str) -> Stage | None:
+        held = self._parked.get(agent)
+        return None if held is None else held[0]
+
+    def parked_count(self) -> int:
+        """Agents waiting or done: in the swarm's size, never in an incident."""
+        return len(self._parked)
+
     # -- views --------------------------------------------------------------------
     def incident(self, agent: str) -> Incident | None:
         return self._incidents.get(agent)
@@ -165,6 +190,8 @@ class Monitor:
         return len(self._incidents)
 
     def stage(self, agent: str, now: float) -> Stage:
+        if agent in self._parked:
+            return self._parked[agent][0]
         hold = self._hold.get(agent)
         return stage_of(self._incidents.get(agent), busy=hold is not None and now < hold
                         and agent not in self._incidents)
@@ -178,7 +205,11 @@ class Monitor:
         last = self.table.get(agent)
         if last is None:
             return None
-        if agent in self._incidents:
+        if agent in self._parked:
+            target = self._parked[agent][1]
+            if target is None:
+                return None
+        elif agent in self._incidents:
             target = self._next.get(agent)
             if target is None:
                 return None

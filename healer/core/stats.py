@@ -11,7 +11,7 @@ from typing import Any
 
 from healer.core.isotime import iso
 
-__all__ = ["IncidentCounts", "RecentAction", "Tally", "success_rate", "summarize"]
+__all__ = ["IncidentCounts", "RecentAction", "Tally", "WaitTally", "success_rate", "summarize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,17 @@ class IncidentCounts:
     recovered: int = 0
     resolved: int = 0
     escalated: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WaitTally:
+    """Waits of one agent on a human (SPEC §12): all of them, those still open, those that
+    were alerted, and the seconds spent waiting."""
+
+    waits: int = 0
+    open: int = 0
+    alerted: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +83,11 @@ def summarize(
     mttd_seconds: float | None = None,
     mttr_seconds: float | None = None,
     recent: Sequence[RecentAction] = (),
+    waits: Mapping[str, WaitTally] | None = None,
 ) -> dict[str, Any]:
     """The `healer stats --json` document; called with no argument it is the empty history."""
     agents = dict(sorted((by_agent or {}).items()))
+    waiting = dict(sorted((waits or {}).items()))
     counts = incidents or IncidentCounts()
     successful = sum(t.successful for t in agents.values())
     failed = sum(t.failed for t in agents.values())
@@ -109,4 +122,16 @@ def summarize(
             }
             for a in recent
         ],
+        # Waits on a human are no incident and no action: counted apart, so every figure
+        # above stays the ladder's and the incidents' own.
+        "waiting": {
+            "waits": sum(w.waits for w in waiting.values()),
+            "open": sum(w.open for w in waiting.values()),
+            "alerted": sum(w.alerted for w in waiting.values()),
+            "seconds": round(sum(w.seconds for w in waiting.values()), 3),
+            "by_agent": {
+                name: {"waits": w.waits, "alerted": w.alerted, "seconds": round(w.seconds, 3)}
+                for name, w in waiting.items()
+            },
+        },
     }

@@ -1,8 +1,8 @@
 """The ports: what the engine, the pipelines and the daemon need from the world, as Protocols.
 Adapters (healer/adapters) implement them, healer/testing has a fake of each, healer/wiring
 plugs one into each; a new kind of I/O is one more Protocol here, or in a module beside it
-re-exported here (ports/commands.py). Past 300 lines: a dozen small Protocols, read together
-as the list of what healer needs from the world."""
+re-exported here (ports/commands.py, ports/heartbeats.py, ports/service.py).
+Past 300 lines: a dozen small Protocols, read together as the list of what healer needs."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from healer.core.model import (
     Transition,
 )
 from healer.ports.commands import CommandRunLog, CommandRunner
+from healer.ports.heartbeats import HeartbeatRead, WaitLog
+from healer.ports.service import ServiceManager
 
 __all__ = [
     "AlertSink",
@@ -33,6 +35,7 @@ __all__ = [
     "Counters",
     "Doc",
     "EventSource",
+    "HeartbeatRead",
     "Identity",
     "IncidentLog",
     "IncidentRecord",
@@ -43,6 +46,7 @@ __all__ = [
     "ServiceManager",
     "StatusSnapshot",
     "StatusStore",
+    "WaitLog",
     "WorkspaceReader",
     "Written",
 ]
@@ -149,7 +153,7 @@ class ScanResult(Protocol):
 
 class WorkspaceReader(Protocol):
     """The workspace without events: which agents exist, their last genuine activity (from
-    mtimes, leaving out healer's own writes) and their busy lease."""
+    mtimes, leaving out healer's own writes), their busy lease and their heartbeat."""
 
     def agents(self) -> list[str]: ...
 
@@ -159,10 +163,12 @@ class WorkspaceReader(Protocol):
 
     def lease(self, agent: str, max_lease: float, written_at: float) -> float | None: ...
 
+    def heartbeat(self, agent: str, known: Identity | None) -> HeartbeatRead: ...
+
 
 class Change(Protocol):
     """One thing the event source saw: activity of an agent (or not), or an agent folder
-    that appeared or went away."""
+    that appeared or went away; `beat` when the agent's heartbeat.json was written."""
 
     @property
     def agent(self) -> str: ...
@@ -172,6 +178,8 @@ class Change(Protocol):
     def activity(self) -> bool: ...
     @property
     def folder(self) -> FolderEvent | None: ...
+    @property
+    def beat(self) -> bool: ...
 
 
 class _Clearable(Protocol):
@@ -236,7 +244,10 @@ class IncidentRecord(Protocol):
 
 class IncidentLog(CommandRunLog, Protocol):
     """The durable history: incidents, actions, commands run, healer's own writes, last
-    activity. Every method may raise StoreError."""
+    activity, and (`waits`) the agents' waits. Every method may raise StoreError."""
+
+    @property
+    def waits(self) -> WaitLog: ...
 
     def open_incident(
         self, agent: str, *, opened_at: float, silence_started_at: float, stage: Stage,
@@ -333,22 +344,6 @@ class AlertSink(Protocol):
         ...
 
     def close(self, timeout: float) -> None: ...
-
-
-class ServiceManager(Protocol):
-    """systemd's notify protocol; every call is a no-op when no manager listens."""
-
-    def ready(self) -> bool: ...
-
-    def ping(self) -> bool: ...
-
-    def stopping(self) -> bool: ...
-
-    def reloading(self) -> bool: ...
-
-    def status(self, text: str) -> bool: ...
-
-    def watchdog_interval(self) -> float | None: ...
 
 
 @dataclass(slots=True)

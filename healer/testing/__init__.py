@@ -10,6 +10,7 @@ from healer.testing.clock import FakeClock
 from healer.testing.commands import RecordingCommandRunner
 from healer.testing.history import MemoryIncidentLog
 from healer.testing.loop import FakeChange, FakeEvents, RecordingAlerts, RecordingNotifier
+from healer.testing.waits import MemoryWaitLog
 from healer.testing.workspace import MemoryStatusStore, MemoryWorkspace
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "FakeEvents",
     "MemoryIncidentLog",
     "MemoryStatusStore",
+    "MemoryWaitLog",
     "MemoryWorkspace",
     "RecordingAlerts",
     "RecordingCommandRunner",
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # mypy checks here that each fake fits its port
     _files: ports.StatusStore = MemoryStatusStore()
     _workspace: ports.WorkspaceReader = MemoryWorkspace()
     _log: ports.IncidentLog = MemoryIncidentLog()
+    _waits: ports.WaitLog = MemoryWaitLog()
     _alerts: ports.AlertSink = RecordingAlerts()
     _events: ports.EventSource = FakeEvents()
     _manager: ports.ServiceManager = RecordingNotifier()

@@ -10,6 +10,7 @@ from healer.core.commands import CommandKind, CommandResult
 from healer.core.model import IncidentOutcome, Pipeline, Settlement, Stage
 from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
 from healer.ports import Identity
+from healer.testing.waits import MemoryWaitLog
 
 __all__ = ["MemoryIncidentLog"]
 
@@ -58,6 +59,7 @@ class MemoryIncidentLog:
     runs: list[tuple[CommandResult, CommandKind, int | None, int | None]] = field(
         default_factory=list
     )
+    waits: MemoryWaitLog = field(default_factory=MemoryWaitLog)
     closed: bool = False
 
     def open_incident(self, agent: str, *, opened_at: float, silence_started_at: float,
@@ -200,6 +202,7 @@ class MemoryIncidentLog:
                                 if r.outcome == "recovered" and r.closed_at is not None]),
             recent=[RecentAction(a.ts, a.agent, a.pipeline.value, a.action, a.attempt,
                                  a.outcome) for a in latest],
+            waits=self.waits.tallies(),
         )
 
     def prune(self, older_than: float) -> int:
@@ -208,7 +211,7 @@ class MemoryIncidentLog:
         before = len(self.incidents) + len(self.actions)
         self.incidents = [r for r in self.incidents if r.id not in gone]
         self.actions = [a for a in self.actions if a.incident_id not in gone]
-        return before - len(self.incidents) - len(self.actions)
+        return before - len(self.incidents) - len(self.actions) + self.waits.prune(older_than)
 
     def close(self) -> None:
         self.closed = True

@@ -55,6 +55,7 @@ class FakeChange:
     when: float
     activity: bool = True
     folder: FolderEvent | None = None
+    beat: bool = False
 
 
 class FakeEvents:
@@ -71,9 +72,9 @@ class FakeEvents:
         self.started = self.closed = False
 
     def push(self, agent: str, when: float, activity: bool = True,
-             folder: FolderEvent | None = None) -> None:
+             folder: FolderEvent | None = None, *, beat: bool = False) -> None:
         self.events_seen += 1
-        self.changes.append(FakeChange(agent, when, activity, folder))
+        self.changes.append(FakeChange(agent, when, activity, folder, beat))
         self.wake.set()
 
     def start(self) -> None:

@@ -85,13 +85,24 @@ class _Scan:
     status_link: None = None  # no symlinks in memory
 
 
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    identity: Identity | None = None
+    mtime: float | None = None
+    data: bytes | None = None
+    error: str | None = None
+
+
 class MemoryWorkspace:
-    """A WorkspaceReader in memory: agents with their last genuine activity; their status
-    docs (and busy leases) live in `files`, a MemoryStatusStore."""
+    """A WorkspaceReader in memory: agents with their last genuine activity and heartbeat;
+    their status docs (and busy leases) live in `files`, a MemoryStatusStore."""
 
     def __init__(self, files: MemoryStatusStore | None = None) -> None:
         self.files = files if files is not None else MemoryStatusStore()
         self._agents: dict[str, tuple[float | None, float]] = {}  # last activity, created
+        self._beats: dict[str, tuple[bytes, float, int]] = {}  # data, mtime, version
+        self._versions = 0
+        self.beat_reads = 0  # reads of a heartbeat's content (not of a known version)
 
     def add(self, agent: str, last_activity: float | None, *, created: float = 0.0,
             doc: Doc | None = None) -> None:
@@ -102,8 +113,16 @@ class MemoryWorkspace:
         """The agent wrote something of its own at `when`."""
         self._agents[agent] = (when, self._agents[agent][1])
 
+    def write_beat(self, agent: str, data: bytes | str, when: float) -> None:
+        """The agent wrote heartbeat.json at `when`, which is also its activity."""
+        self._versions += 1
+        raw = data.encode() if isinstance(data, str) else data
+        self._beats[agent] = (raw, when, self._versions)
+        self.touch(agent, when)
+
     def remove(self, agent: str) -> None:
         self._agents.pop(agent, None)
+        self._beats.pop(agent, None)
         self.files.docs.pop(agent, None)
 
     def agents(self) -> list[str]:
@@ -119,3 +138,14 @@ class MemoryWorkspace:
         doc = self.files.docs.get(agent)
         until = parse_busy_until(doc) if doc is not None else None
         return None if until is None else min(until, written_at + max_lease)
+
+    def heartbeat(self, agent: str, known: Identity | None) -> _Beat:
+        entry = self._beats.get(agent)
+        if entry is None:
+            return _Beat()
+        data, mtime, version = entry
+        identity = (version, int(mtime * 1e9), len(data))
+        if identity == known:
+            return _Beat(identity, mtime)
+        self.beat_reads += 1
+        return _Beat(identity, mtime, data)

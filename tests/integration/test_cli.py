@@ -135,7 +135,7 @@ class TestStatus:
             "Agent-1": 3, "Agent-2": 1, "Agent-3": 0, "Agent-4": 0}
         for agent, row in rows.items():
             assert set(row) == {"agent", "last_activity", "silent_for", "stage", "attempts",
-                                "busy_until"}
+                                "busy_until", "waiting_since", "message"}
             assert _epoch(row["last_activity"]) == pytest.approx(last[agent], abs=0.01)
             assert row["silent_for"] >= (AGE if agent != "Agent-3" else 0)
         assert rows["Agent-3"]["silent_for"] < AGE
@@ -190,7 +190,7 @@ class TestMetrics:
                 families.update(scrape())
                 stages = {s.labels["stage"]: s.value for s in families["healer_agents"].samples}
                 return stages == {"active": 1, "busy": 1, "healing": 1, "recovering": 0,
-                                  "escalated": 1, "flapping": 0}
+                                  "escalated": 1, "flapping": 0, "waiting": 0, "done": 0}
 
             assert poll_until(settled, timeout=10, interval=0.1)
         silence = {s.labels["agent"]: s.value
@@ -366,7 +366,8 @@ class TestCheckOnRealFixtures:
         done = _healer(tmp_path, "check", "--json", root=fixtures_root)
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
-        assert report == {"checked": len(STATUS_FIXTURES), "stalled": [], "actions": []}
+        assert report == {"checked": len(STATUS_FIXTURES), "stalled": [], "actions": [],
+                          "waiting": [], "done": []}
         assert not (fixtures_root / ".healer").exists()
 
     def test_old_fixtures_are_reported_stalled(self, fixtures_root: Path,

@@ -23,7 +23,8 @@ DEMO = REPO / "scripts" / "demo.py"
 CONFIG = REPO / "config" / "orchestration.yml"
 # The demo's cast at 8x speed against thresholds scaled to match: everything happens in
 # about five seconds; the deadline leaves room for a loaded two-core machine.
-FAST = ["--heal-after", "0.8", "--recover-after", "2.4", "--tick", "0.05", "--speed", "8"]
+FAST = ["--heal-after", "0.8", "--recover-after", "2.4", "--tick", "0.05", "--speed", "8",
+        "--waiting-alert-after", "1.25"]
 DEADLINE = 40.0
 
 pytestmark = pytest.mark.integration
@@ -76,7 +77,7 @@ def _start(root: Path, *extra: str) -> DemoRun:
 
 def _seen_all(run: DemoRun) -> bool:
     return all(run.named(name) for name in ("stall_detected", "heal_action", "agent_recovered",
-                                            "agent_escalated")) and any(
+                                            "agent_escalated", "agent_waiting_over")) and any(
         e.get("action") == "reassign_tasks" and e.get("ok") for e in run.named("recovery_action"))
 
 
@@ -130,6 +131,21 @@ class TestDemo:
         assert {e["agent"] for e in run.named("agent_escalated")} == {"Agent-4"}
         assert {"Agent-2", "Agent-5"} <= {e["agent"] for e in run.named("agent_recovered")}
 
+    def test_the_agent_waiting_on_a_human_is_alerted_once_and_never_healed(
+        self, first_run: tuple[DemoRun, int, Path]
+    ) -> None:
+        """Agent-3 beats waiting through `healer beat`: one waiting alert, no stall, no
+        rung, none of its tasks moved; its answer ends the wait."""
+        run, _code, _root = first_run
+        assert [e["agent"] for e in run.named("agent_waiting")] == ["Agent-3"]
+        alerts = [e for e in run.named("alert_sent") if e.get("agent") == "Agent-3"]
+        assert [e["transition"] for e in alerts] == ["waiting"]
+        for name in ("stall_detected", "heal_action", "recovery_action"):
+            assert not [e for e in run.named(name) if e.get("agent") == "Agent-3"], name
+        (over,) = [e for e in run.named("agent_waiting_over") if e["agent"] == "Agent-3"]
+        assert over["alerted"] is True
+        assert "Agent-3 waits on a human" in "\n".join(run.other)
+
     def test_ctrl_c_stops_both_cleanly(self, first_run: tuple[DemoRun, int, Path]) -> None:
         """SIGINT to the group: exit 0, healer logs watch_stopped, no traceback anywhere."""
         run, code, _root = first_run
@@ -148,7 +164,8 @@ class TestDemo:
         assert {"agent", "pipeline", "silent_for", "threshold", "timestamp", "level"} <= set(stall)
         render = ConsoleLine(colors=False)
         for name in ("stall_detected", "heal_action", "agent_recovered", "recovery_action",
-                     "agent_escalated", "watch_started", "watch_stopped"):
+                     "agent_escalated", "agent_waiting", "waiting_alert", "agent_waiting_over",
+                     "watch_started", "watch_stopped"):
             for event in run.named(name):
                 text = render(None, event["level"], dict(event))
                 assert text.split()[2] == name

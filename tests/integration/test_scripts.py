@@ -83,6 +83,7 @@ class TestSimulatorOnce:
         assert sim.main(["--help"]) == 0
         out = capsys.readouterr().out
         assert "Agent-2 nudge" in out and "Agent-4 dead" in out and "busy_until" in out
+        assert "Agent-3 wait" in out and "healer beat --state waiting" in out
 
 
 def run_swarm(root: Path, timings: Any, seconds: float | None = None
@@ -113,7 +114,7 @@ class TestSimulatorRun:
     def test_healthy_agents_keep_writing(self, finished_run: tuple[Any, Path, float]) -> None:
         """Healthy agents write status.json throughout the run, past the stall point."""
         swarm, root, _ = finished_run
-        for agent in ("Agent-1", "Agent-3"):
+        for agent in ("Agent-1",):
             writes = swarm.agents[agent].writes
             assert len(writes) >= 5
             assert max(writes) > 1.0
@@ -151,6 +152,36 @@ class TestSimulatorRun:
         names = all_names(finished_run[1])
         assert not [n for n in names if n.startswith("HEALER_RESCUE_") or ".healer-tmp." in n]
         assert [n for n in names if n.startswith("A2A_")]  # they do mail each other
+
+
+class TestWaitingAgent:
+    def test_it_says_it_waits_with_healer_beat_and_then_that_it_works(
+        self, tmp_path: Path
+    ) -> None:
+        """Agent-3 runs the real `healer beat`: waiting with its question, nothing else
+        written for --wait-for, then working and its status again."""
+        timings = sim.Timings(**{**FAST, "stall_after": 0.2, "wait_for": 1.0})
+        swarm = sim.Swarm(tmp_path, 6, seed=7, timings=timings,
+                          healer=[sys.executable, "-m", "healer"])
+        swarm.seed_state(fresh=False)
+        stop = threading.Event()
+        thread = threading.Thread(target=swarm.run, args=(stop, None), daemon=True)
+        thread.start()
+        beat = tmp_path / "Agent-3" / "heartbeat.json"
+        waiter = swarm.agents["Agent-3"]
+        try:
+            assert wait_for(lambda: beat.exists(), timeout=10)
+            said = json.loads(beat.read_text())
+            assert said["state"] == "waiting" and "git push --force" in said["message"]
+            count = len(waiter.writes)
+            assert waiter.phase == "waiting"
+            assert wait_for(lambda: json.loads(beat.read_text())["state"] == "working",
+                            timeout=10)
+            assert wait_for(lambda: len(waiter.writes) > count)
+            assert waiter.phase == "active"
+        finally:
+            stop.set()
+            thread.join(5)
 
 
 class TestNudgedAgent:

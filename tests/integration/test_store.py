@@ -167,7 +167,7 @@ class TestOpening:
             store.record_command(run("page", ok=True), kind=CommandKind.HOOK, incident_id=None,
                                  action_id=None)
         with sqlite3.connect(db_path) as raw:
-            assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == 4
+            assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
             assert raw.execute("SELECT kind, command FROM command_runs").fetchall() == [
                 ("hook", "page")]
 
@@ -445,6 +445,61 @@ class TestCommandRuns:
         with sqlite3.connect(store.path) as raw:
             assert raw.execute("SELECT ts, incident_id FROM command_runs ORDER BY id").fetchall(
             ) == [(T0, still_open), (T0 + 100, None)]
+class TestWaits:
+    """Migration v4's `waits`: one row per wait on a human, open while it holds."""
+
+    def test_a_wait_opens_is_alerted_and_ends(self, store: Store) -> None:
+        wait = store.waits.open_wait("Agent-1", started_at=T0, message="approve Bash?")
+        (row,) = store.waits.open_waits()
+        assert (row.id, row.agent, row.started_at, row.alerted_at, row.message) == (
+            wait, "Agent-1", T0, None, "approve Bash?")
+        assert store.waits.wait_alerted(wait, at=T0 + 300)
+        assert store.waits.open_waits()[0].alerted_at == T0 + 300
+        assert store.waits.close_wait(wait, ended_at=T0 + 400)
+        assert store.waits.open_waits() == []
+        assert not store.waits.close_wait(wait, ended_at=T0 + 500)  # closed once
+        assert not store.waits.wait_alerted(wait, at=T0 + 500)
+
+    def test_a_new_wait_ends_one_a_crash_left_open(self, store: Store) -> None:
+        store.waits.open_wait("Agent-1", started_at=T0)
+        store.waits.open_wait("Agent-1", started_at=T0 + 60)
+        assert [r.started_at for r in store.waits.open_waits()] == [T0 + 60]
+        assert store.stats()["waiting"]["by_agent"]["Agent-1"]["waits"] == 2
+
+    def test_stats_count_waits_and_time_spent_waiting(self, store: Store) -> None:
+        """Closed waits count their length, an open one up to now (the store's clock: T0);
+        the ladder's figures are untouched."""
+        first = store.waits.open_wait("Agent-1", started_at=T0 - 1000)
+        store.waits.wait_alerted(first, at=T0 - 700)
+        store.waits.close_wait(first, ended_at=T0 - 600)
+        store.waits.open_wait("Agent-1", started_at=T0 - 50)
+        store.waits.open_wait("Agent-2", started_at=T0 - 30)
+        report = store.stats()
+        assert report["waiting"] == {
+            "waits": 3, "open": 2, "alerted": 1, "seconds": 480.0,
+            "by_agent": {"Agent-1": {"waits": 2, "alerted": 1, "seconds": 450.0},
+                         "Agent-2": {"waits": 1, "alerted": 0, "seconds": 30.0}}}
+        assert report["total_actions"] == 0 and report["incidents"]["open"] == 0
+
+    def test_pruned_once_ended_and_old_but_an_open_one_kept(self, store: Store) -> None:
+        old = store.waits.open_wait("Agent-1", started_at=T0 - 500)
+        store.waits.close_wait(old, ended_at=T0 - 400)
+        store.waits.open_wait("Agent-2", started_at=T0 - 5000)  # still waiting
+        assert store.prune(T0 - 100) == 1
+        assert [r.agent for r in store.waits.open_waits()] == ["Agent-2"]
+
+    def test_a_v3_history_is_migrated_and_records_waits(self, db_path: Path) -> None:
+        db_path.parent.mkdir()
+        raw = sqlite3.connect(db_path, isolation_level=None)
+        for step in MIGRATIONS[:3]:
+            step(raw)
+        raw.execute("UPDATE schema_version SET version = 3")
+        raw.close()
+        with Store.open(db_path) as store:
+            store.waits.open_wait("Agent-1", started_at=T0)
+            assert len(store.waits.open_waits()) == 1
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
 
 
 class TestPrune:

@@ -61,6 +61,26 @@ class TestClassify:
         assert not one("Agent-1/inbox/heartbeat.json", C)
         assert classify("heartbeat.json", M, is_agent=agents) == ()
 
+    @pytest.mark.parametrize("kind", [C, M, D, A, W])
+    def test_an_event_of_heartbeat_json_is_marked_a_beat(self, kind: EventKind) -> None:
+        """The daemon reads heartbeat.json only on the events the classifier marks."""
+        assert classify("Agent-1/heartbeat.json", kind, is_agent=agents) == (
+            Observation("Agent-1", True, beat=True),)
+
+    def test_a_rename_onto_or_off_heartbeat_json_is_a_beat_and_nothing_else_is(self) -> None:
+        tmp = f"Agent-1/.heartbeat.json.ab12cd34ef56{TEMP_SUFFIX}"
+        assert classify(tmp, MV, dest="Agent-1/heartbeat.json", is_agent=agents)[0].beat
+        assert classify("Agent-1/heartbeat.json", MV, dest="Agent-1/old.json",
+                        is_agent=agents)[0].beat
+        assert not classify(tmp, C, is_agent=agents)[0].beat
+        for path in ("Agent-1/status.json", "Agent-1/devlogs/heartbeat.json",
+                     "Agent-1/inbox/heartbeat.json"):
+            assert not classify(path, M, is_agent=agents)[0].beat, path
+        # Across agents each side is its own: only the side that is a heartbeat.json beats.
+        moved = classify("Agent-1/heartbeat.json", MV, dest="Agent-2/devlogs/hb.json",
+                         is_agent=agents)
+        assert [(o.agent, o.beat) for o in moved] == [("Agent-1", True), ("Agent-2", False)]
+
     @pytest.mark.parametrize("kind", [C, M, D, W, A])
     def test_devlog_writes_at_any_depth_are_activity(self, kind: EventKind) -> None:
         assert one("Agent-1/devlogs/2025/session.md", kind)

@@ -104,7 +104,7 @@ class TestARungThatNamesACommand:
             rig.run(HEAL + 8 * HEAL)  # far past the next attempt's usual time
         assert len(rig.rungs) == 1
         assert events(logs, "heal_action") == [] and events(logs, "agent_escalated") == []
-        assert rig.engine.monitor.stage("Agent-1", rig.clock.now()) is Stage.HEALING
+        assert rig.engine.monitor.stage("Agent-1", rig.clock.monotonic()) is Stage.HEALING
 
     def test_its_attempt_gets_heal_after_from_the_command_s_end(self, tmp_path: Path) -> None:
         rig = Rig(tmp_path)

@@ -202,6 +202,34 @@ class TestStepping:
         assert events(logs, "watch_stopped")[0]["reason"] == "test"
 
 
+class TestBeats:
+    def test_a_waiting_beat_from_the_event_source_holds_the_agent(self, rig: Rig) -> None:
+        """A change marked `beat` makes the daemon read heartbeat.json: a waiting agent is
+        not healed and is counted as waiting in the metrics' readings."""
+        rig.daemon.start()
+        rig.workspace.write_beat("Agent-1", '{"state": "waiting"}', rig.clock.now())
+        rig.events.push("Agent-1", rig.clock.monotonic(), beat=True)
+        with capture_logs() as logs:
+            rig.run(2 * RECOVER, active=("Agent-2",))
+        assert events(logs, "agent_waiting", "Agent-1")
+        assert not events(logs, "stall_detected", "Agent-1")
+        stages = {a: s for a, _, s in rig.daemon.readings().agents}
+        assert stages == {"Agent-1": Stage.WAITING, "Agent-2": Stage.ACTIVE}
+
+    def test_the_same_write_without_the_mark_is_plain_activity(self, rig: Rig) -> None:
+        """Unmarked, the change is activity of another file: nothing reads the beat until
+        the agent's silence comes due, and then the beat is found and holds."""
+        rig.daemon.start()
+        rig.workspace.write_beat("Agent-1", '{"state": "waiting"}', rig.clock.now())
+        rig.events.push("Agent-1", rig.clock.monotonic())
+        rig.tick()
+        assert rig.daemon.engine.monitor.stage("Agent-1", rig.clock.monotonic()) is Stage.ACTIVE
+        with capture_logs() as logs:
+            rig.run(HEAL + 2 * TICK, active=("Agent-2",))
+        assert events(logs, "agent_waiting", "Agent-1")
+        assert not events(logs, "stall_detected", "Agent-1")
+
+
 class TestChanges:
     def test_folders_that_appear_and_go_are_followed(self, rig: Rig, tmp_path: Path) -> None:
         """An added folder is tracked at once; a removed one only once it is really gone."""

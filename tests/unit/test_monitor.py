@@ -199,3 +199,64 @@ class TestMonitor:
         monitor.rearm("Agent-1")
         assert monitor.wheel.deadline("Agent-1") == clock.now() + POLICY.heal_after
 
+
+
+class TestParked:
+    """Waiting and done agents (SPEC §12): parked, they are never detected; their only
+    timer is the one they are parked with."""
+
+    def test_a_parked_agent_is_never_detected_and_detection_resumes_unparked(
+        self, clock: FakeClock
+    ) -> None:
+        monitor = Monitor(lambda a: POLICY, TICK, clock.now())
+        start = clock.now()
+        monitor.add("Agent-1", start)
+        assert monitor.park("Agent-1", Stage.DONE)
+        assert monitor.stage("Agent-1", clock.now()) is Stage.DONE
+        assert run_until(monitor, clock, start + 60) == []
+        assert monitor.parked_count() == 1 and monitor.incidents() == {}
+        monitor.unpark("Agent-1")
+        # Silent for a minute already: due at once, counted from its last activity.
+        rows = run_until(monitor, clock, clock.now() + 0.2)
+        assert rows[0][1:] == ("Agent-1", "StallDetected")
+        assert monitor.parked("Agent-1") is None
+
+    def test_a_parked_agent_comes_due_only_at_its_own_time(self, clock: FakeClock) -> None:
+        monitor = Monitor(lambda a: POLICY, TICK, clock.now())
+        start = clock.now()
+        monitor.add("Agent-1", start)
+        monitor.park("Agent-1", Stage.WAITING, start + 7.0)
+        due = []
+        while clock.now() < start + 8:
+            clock.advance(TICK)
+            due += [(clock.now(), a) for a in monitor.due(clock.now())]
+        assert len(due) == 1 and start + 7.0 <= due[0][0] <= start + 7.0 + TICK + 1e-9
+        monitor.park("Agent-1", Stage.WAITING, None)  # alerted: no timer left
+        assert monitor.wheel.deadline("Agent-1") is None
+
+    def test_an_agent_in_an_incident_is_not_parked(self, clock: FakeClock) -> None:
+        """Its activity closes the incident first; a park that would hide one is refused."""
+        monitor = Monitor(lambda a: POLICY, TICK, clock.now())
+        monitor.add("Agent-1", clock.now())
+        run_until(monitor, clock, clock.now() + 2.5)
+        assert monitor.incident("Agent-1") is not None
+        assert not monitor.park("Agent-1", Stage.WAITING)
+        assert monitor.stage("Agent-1", clock.now()) is Stage.HEALING
+        assert not monitor.park("Agent-9", Stage.WAITING)  # unknown agent
+
+    def test_a_deferred_parked_agent_does_not_spin(self, clock: FakeClock) -> None:
+        """A step that failed defers the agent: its parked timer waits for the deferral."""
+        monitor = Monitor(lambda a: POLICY, TICK, clock.now())
+        start = clock.now()
+        monitor.add("Agent-1", start)
+        monitor.park("Agent-1", Stage.WAITING, start)
+        monitor.defer("Agent-1", start + 30)
+        assert monitor.due_target("Agent-1") == start + 30
+
+    def test_removing_a_parked_agent_forgets_its_park(self, clock: FakeClock) -> None:
+        monitor = Monitor(lambda a: POLICY, TICK, clock.now())
+        monitor.add("Agent-1", clock.now())
+        monitor.park("Agent-1", Stage.DONE)
+        monitor.remove("Agent-1")
+        monitor.add("Agent-1", clock.now())
+        assert monitor.parked("Agent-1") is None and monitor.parked_count() == 0

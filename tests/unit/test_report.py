@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from healer.core.stats import IncidentCounts, RecentAction, Tally, summarize
+from healer.core.stats import IncidentCounts, RecentAction, Tally, WaitTally, summarize
 from healer.report import age, fit, render_stats, render_status
 
 NOW = 1_700_000_000.0
@@ -59,6 +59,22 @@ class TestRenderStatus:
     def test_no_agents(self) -> None:
         """An empty workspace still prints the header and says there is no agent."""
         assert render_status({"agents": []}).splitlines()[-1] == "0 agents: no agents"
+
+
+class TestWaitingRows:
+    def test_a_waiting_agents_message_is_printed_under_the_table(self) -> None:
+        rows = [{**_row("Agent-1", "waiting", 40.0, 0), "message": "approve " + "x" * 90},
+                {**_row("Agent-2", "done", 5.0, 0), "message": "SessionEnd"}]
+        lines = render_status({"agents": rows}).splitlines()
+        assert lines[3].startswith("  Agent-1: waiting: approve xxx")
+        assert not [line for line in lines if "SessionEnd" in line]  # done needs nobody
+        assert max(len(line) for line in lines) <= 80
+        assert lines[-1] == "2 agents: 1 done, 1 waiting"
+
+    def test_stats_show_the_waits_once_there_are_any(self) -> None:
+        assert "waits on a human" not in render_stats(summarize())
+        text = render_stats(summarize(waits={"Agent-1": WaitTally(3, 1, 2, 930.5)}))
+        assert "waits on a human       3   open 1   alerted 2   time waiting 930.5s" in text
 
 
 class TestAge:

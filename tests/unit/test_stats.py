@@ -10,6 +10,7 @@ from healer.core.stats import (
     IncidentCounts,
     RecentAction,
     Tally,
+    WaitTally,
     success_rate,
     summarize,
 )
@@ -58,6 +59,20 @@ class TestSummarize:
         assert report["mttd_seconds"] is None
         assert report["mttr_seconds"] is None
         assert report["recent_actions"] == []
+
+    def test_waits_are_summed_apart_from_the_ladder(self) -> None:
+        """Waits on a human (SPEC §12): their own key, per agent and in all; every figure of
+        the ladder and the incidents stays as it was."""
+        report = summarize(waits={"Agent-2": WaitTally(2, 1, 1, 90.0),
+                                  "Agent-1": WaitTally(1, 0, 0, 12.3456)})
+        assert report["waiting"] == {
+            "waits": 3, "open": 1, "alerted": 1, "seconds": 102.346,
+            "by_agent": {"Agent-1": {"waits": 1, "alerted": 0, "seconds": 12.346},
+                         "Agent-2": {"waits": 2, "alerted": 1, "seconds": 90.0}}}
+        assert list(report["waiting"]["by_agent"]) == ["Agent-1", "Agent-2"]
+        assert report["total_actions"] == 0 and report["by_agent"] == {}
+        assert summarize()["waiting"] == {"waits": 0, "open": 0, "alerted": 0, "seconds": 0.0,
+                                          "by_agent": {}}
 
     def test_totals_are_the_sums_of_the_agents_and_pending_stays_out_of_the_rate(self) -> None:
         report = summarize(

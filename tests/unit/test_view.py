@@ -100,3 +100,49 @@ class TestAgentStatus:
         lines = render_status(data).splitlines()
         assert lines[-2] == f"  {fit(name, 18)}: {rows[name]['note']}"
         assert max(len(line) for line in lines) <= 80
+
+
+class TestWaitingAndDone:
+    """`status` reads heartbeat.json itself (SPEC §12): a waiting or done beat that is the
+    agent's newest write is its stage; the wait on record keeps its start."""
+
+    def _agents(self, root: Path) -> None:
+        for name, beat, beat_age in (
+            ("Agent-1", {"state": "waiting", "message": "permission requested for Bash"}, 40),
+            ("Agent-2", {"state": "done", "message": "SessionEnd: logout"}, 30),
+            ("Agent-3", {"state": "waiting"}, 50),  # ... and then it wrote its devlog
+            ("Agent-4", {"state": "working", "message": "PostToolUse: Edit"}, 20),
+        ):
+            folder = make_agent(root, name)
+            for path in (folder / "status.json", folder / "devlogs", folder / "inbox"):
+                os.utime(path, (NOW - 100, NOW - 100))
+            (folder / "heartbeat.json").write_text(json.dumps(beat))
+            os.utime(folder / "heartbeat.json", (NOW - beat_age, NOW - beat_age))
+        os.utime(root / "Agent-3" / "devlogs", (NOW - 10, NOW - 10))
+
+    def test_stages_since_and_messages(self, tmp_path: Path) -> None:
+        config = Config(workspaces=tmp_path / "ws", heal_after=2.0, recover_after=5.0,
+                        tick=0.1)
+        self._agents(config.workspaces)
+        with Store.open(config.state_path / "healer.db") as store:
+            store.waits.open_wait("Agent-1", started_at=NOW - 70)  # repeated beats since
+            data = agent_status(config, store, now=NOW)
+        rows = {r["agent"]: r for r in data["agents"]}
+        assert {a: r["stage"] for a, r in rows.items()} == {
+            "Agent-1": "waiting", "Agent-2": "done", "Agent-3": "active", "Agent-4": "active"}
+        assert rows["Agent-1"]["waiting_since"] == "2023-11-14T22:12:10Z"  # NOW - 70
+        assert rows["Agent-1"]["silent_for"] == 40.0
+        assert [rows[a]["waiting_since"] for a in ("Agent-2", "Agent-3", "Agent-4")] == [
+            None, None, None]
+        assert rows["Agent-4"]["message"] == "PostToolUse: Edit"
+        lines = render_status(data).splitlines()
+        assert "  Agent-1: waiting: permission requested for Bash" in lines
+        assert lines[-1] == "4 agents: 2 active, 1 done, 1 waiting"
+        assert max(len(line) for line in lines) <= 80
+
+    def test_without_history_a_wait_starts_at_its_beat(self, tmp_path: Path) -> None:
+        config = Config(workspaces=tmp_path / "ws", heal_after=2.0, recover_after=5.0,
+                        tick=0.1)
+        self._agents(config.workspaces)
+        rows = {r["agent"]: r for r in agent_status(config, None, now=NOW)["agents"]}
+        assert rows["Agent-1"]["waiting_since"] == "2023-11-14T22:12:40Z"  # NOW - 40
