@@ -39,7 +39,7 @@ _CAST = """\
     Agent-2  stalls; wakes up when healer's rescue message reaches its inbox
     Agent-3  waits on a human (healer beat --state waiting): never healed, one
              waiting alert; 30 s later it gets its answer and works again
-    Agent-4  stalls for good: healed 3 times, tasks reassigned, escalated
+    Agent-4  stalls for good: every rung, tasks reassigned, escalated
     Agent-5  stalls and comes back on its own
     Agent-6  takes a 40 s job under a busy_until lease: no healing before it ends
     others   stay healthy"""
