@@ -262,25 +262,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     colors = args.log_format == "console" and sys.stderr.isatty()
     since = math.floor(time.time())
-    sim = subprocess.Popen(
-        [python, str(SIMULATOR), "--workspaces", str(root), "--agents", str(args.agents),
-         "--speed", str(args.speed)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, bufsize=1)
-    assert sim.stderr is not None
-    echo = threading.Thread(target=_echo_swarm, args=(sim.stderr, sys.stderr, colors),
-                            daemon=True)
-    echo.start()
-    children = [sim]
+    children: list[subprocess.Popen[str]] = []
+    echo: threading.Thread | None = None
     scratch = Path(tempfile.mkdtemp(prefix="healer-demo-"))
     actor = None if pane_agent is None else TmuxActor(root, pane_agent, scratch, args.speed)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
+        # The pane and the config come first: the swarm's clock starts with its process,
+        # and healer must be watching before the first stall.
         actor = _start_actor(actor, colors)
         if actor is not None:
             env = {**actor.env, "PYTHONUNBUFFERED": "1"}
         config = _demo_config(args.config, args.waiting_alert_after, scratch,
                               None if actor is None else actor.nudge())
+        sim = subprocess.Popen(
+            [python, str(SIMULATOR), "--workspaces", str(root), "--agents", str(args.agents),
+             "--speed", str(args.speed)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, bufsize=1)
+        children.append(sim)
+        assert sim.stderr is not None
+        echo = threading.Thread(target=_echo_swarm, args=(sim.stderr, sys.stderr, colors),
+                                daemon=True)
+        echo.start()
         _wait_first_writes(root, since, sim, stop)
         if not stop.is_set() and sim.poll() is None:
             healer = subprocess.Popen(
@@ -295,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stop(children, bool(signalled))
         if actor is not None:
             actor.stop()
-        echo.join(timeout=1.0)
+        if echo is not None:
+            echo.join(timeout=1.0)
         shutil.rmtree(scratch, ignore_errors=True)
     if not args.no_banner:
         print(f"\ndemo stopped; {root}/ is kept and make run reuses it.\n"

@@ -104,7 +104,7 @@ def _interrupt(run: DemoRun) -> int:
     """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
     os.killpg(run.proc.pid, signal.SIGINT)
     try:
-        code = run.proc.wait(timeout=10)
+        code = run.proc.wait(timeout=20)  # a loaded two-core machine is slow to stop
     except subprocess.TimeoutExpired:
         os.killpg(run.proc.pid, signal.SIGKILL)
         run.proc.wait()
