@@ -237,15 +237,8 @@ class AlertmanagerWorker(Worker):
         self.refreshed = 0
         self.refresh_failed = 0
 
-    def put(self, alert: Alert) -> None:
-        with self._cond:
-            if self._closing:
-                self.dropped += 1
-                log.warning("alert_dropped", agent=alert.agent, transition=alert.transition.value,
-                            target=self.name, reason="closed")
-                return
-            if self._book.apply(alert):
-                self._cond.notify()
+    def _enqueue(self, alert: Alert) -> bool:
+        return self._book.apply(alert)
 
     def open_alerts(self) -> int:
         with self._cond:

@@ -218,21 +218,15 @@ class _QueueWorker(Worker):
     def accepts(self, transition: Transition) -> bool:
         return transition in HUMAN_TRANSITIONS
 
-    def put(self, alert: Alert) -> None:
-        with self._cond:
-            if self._closing:
-                self.dropped += 1
-                log.warning("alert_dropped", agent=alert.agent, transition=alert.transition.value,
-                            target=self.name, reason="closed")
-                return
-            if len(self._queue) >= self._queue_size:
-                # The newest news about an incident matters more than the oldest.
-                old = self._queue.popleft()
-                self.dropped += 1
-                log.warning("alert_dropped", agent=old.agent, transition=old.transition.value,
-                            target=self.name, reason="queue full")
-            self._queue.append(alert)
-            self._cond.notify()
+    def _enqueue(self, alert: Alert) -> bool:
+        if len(self._queue) >= self._queue_size:
+            # The newest news about an incident matters more than the oldest.
+            old = self._queue.popleft()
+            self.dropped += 1
+            log.warning("alert_dropped", agent=old.agent, transition=old.transition.value,
+                        target=self.name, reason="queue full")
+        self._queue.append(alert)
+        return True
 
     def _backlog(self) -> int:
         return len(self._queue)

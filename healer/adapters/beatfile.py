@@ -15,7 +15,10 @@ from pathlib import Path
 from healer.core.heartbeat import HEARTBEAT_FILE
 from healer.errors import ActionError, UnsafePathError
 
-__all__ = ["MAX_HEARTBEAT_BYTES", "TEMP_SUFFIX", "BeatFile", "read_heartbeat", "write_heartbeat"]
+__all__ = [
+    "MAX_HEARTBEAT_BYTES", "TEMP_SUFFIX", "BeatFile", "read_heartbeat", "write_heartbeat",
+    "write_new",
+]
 
 TEMP_SUFFIX = ".beat-tmp"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -61,19 +64,25 @@ def _existing_mode(dfd: int, where: Path) -> int:
     return stat.S_IMODE(st.st_mode)
 
 
+def write_new(dfd: int, name: str, data: bytes, mode: int) -> None:
+    """Create `name` in the folder open as `dfd` (never an existing file, never through a
+    link), write all of `data`, set `mode` and fsync it: the first half of a safe replace."""
+    fd = os.open(name, _NEW_FLAGS, 0o600, dir_fd=dfd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write(dfd: int, where: Path, data: bytes) -> None:
     mode = _existing_mode(dfd, where)
     tmp = f".{HEARTBEAT_FILE}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
-    fd = os.open(tmp, _NEW_FLAGS, 0o600, dir_fd=dfd)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new(dfd, tmp, data, mode)
         # rename() replaces the name itself: a symlink swapped in meanwhile is replaced,
         # never followed.
         os.rename(tmp, HEARTBEAT_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)

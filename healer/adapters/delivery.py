@@ -169,7 +169,18 @@ class Worker:
         return True
 
     def put(self, alert: Alert) -> None:
-        """Queue `alert`; never blocks on the network."""
+        """Queue `alert`; never blocks on the network. A closing worker drops it."""
+        with self._cond:
+            if self._closing:
+                self.dropped += 1
+                log.warning("alert_dropped", agent=alert.agent, transition=alert.transition.value,
+                            target=self.name, reason="closed")
+                return
+            if self._enqueue(alert):
+                self._cond.notify()
+
+    def _enqueue(self, alert: Alert) -> bool:
+        """Take `alert` into the backlog (the lock is held); True if there is work now."""
         raise NotImplementedError
 
     def pending(self) -> int:

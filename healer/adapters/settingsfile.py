@@ -8,6 +8,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from healer.adapters.beatfile import write_new
 from healer.adapters.fsops import Identity, fsync_dir, identity_of, oserrors, read_all, unlink_quiet
 from healer.errors import UsageError
 
@@ -15,7 +16,6 @@ __all__ = ["MAX_SETTINGS_BYTES", "SettingsRead", "read_settings", "replace_setti
 
 MAX_SETTINGS_BYTES = 4 << 20
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +72,8 @@ def replace_settings(path: Path, data: bytes, read: SettingsRead) -> bool:
         dfd = _parent_fd(path)
         try:
             tmp = f".{path.name}.{os.urandom(6).hex()}.tmp"
-            fd = os.open(tmp, _NEW_FLAGS, 0o600, dir_fd=dfd)
             try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fchmod(fd, read.mode)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                write_new(dfd, tmp, data, read.mode)
                 # The CLI itself rewrites its settings (an "always allow" answer); a change
                 # between the read and here would be lost, so the caller merges again.
                 if _identity(path) != read.identity:

@@ -104,7 +104,10 @@ class TestAgainstAlertmanager:
                 other.send("Agent-9", "stalled", {})
                 am.wait_for(lambda al: names(al, "suppressed") == {("AgentStalled", "Agent-1")},
                             what="Agent-1 inhibited")
-                alerts = am.alerts()
+                # The other host's worker posts on its own thread: wait for it, not a race.
+                alerts = am.wait_for(
+                    lambda al: al if ("AgentStalled", "Agent-9") in names(al) else None,
+                    what="the other host's alert")
                 assert names(alerts) == {("SwarmOutage", ""), ("AgentStalled", "Agent-9")}
                 [muted] = [a for a in alerts if a["labels"].get("agent") == "Agent-1"]
                 assert muted["status"]["inhibitedBy"]

@@ -299,6 +299,8 @@ class TestTargetsApart:
         # then it hangs there, in its first try, for the whole of its 2 s timeout.
         wait_for(lambda: len(server.bodies("/discord")) == 1)
         assert len(server.bodies("/discord")) == 1
+        # A delivery is logged after its response is read: wait for the second line too.
+        wait_for(lambda: len([e for e in sent_events(logs) if e["target"] == "webhook"]) == 2)
         ok = [e for e in sent_events(logs) if e["target"] == "webhook"]
         assert [e["ok"] for e in ok] == [True, True]
         alerter.close(timeout=0.2)
