@@ -153,6 +153,41 @@ class Engine:
         # Detection first, for every due agent, then the actions: when a thousand agents
         # stall together (an API outage), the last one's stall is not reported only after
         # the writes and fsyncs of all the others.
+        acting = [(act, now) for act in self._detect(due, now)]
+        self.breakers.judge(now)
+        for agent in held_back:
+            try:
+                self.executor.reassign(agent, now)
+            except Exception:
+                self._step_failed(agent, now)
+        looked = len(due)
+        # The actions of a mass stall take longer than a tick: agents that fall due while
+        # they run are detected between them, not a whole backlog later (issue #16). The
+        # polling stops with this step's own actions, so one step stays bounded.
+        own = len(acting)
+        waiting = {act[0] for act, _ in acting}
+        for n, ((agent, incident, steps, last), at) in enumerate(acting):
+            waiting.discard(agent)
+            try:
+                for step in steps:
+                    self.executor.carry_out(agent, incident, step, at, last)
+            except Exception:
+                self._step_failed(agent, at)
+            if n + 1 < own:
+                later = self.timeline.now()
+                if later > now:
+                    more = self._due_between(later, waiting)
+                    if more:
+                        looked += len(more)
+                        found = self._detect(more, later)
+                        acting.extend((act, later) for act in found)
+                        waiting.update(act[0] for act in found)
+                        self.breakers.judge(later)
+                    now = later
+        return looked
+
+    def _detect(self, due: list[str], now: float) -> list[_Acting]:
+        """Decide and report the stalls of `due`; returns the steps left to carry out."""
         acting: list[_Acting] = []
         for agent in due:
             try:
@@ -162,19 +197,17 @@ class Engine:
                 continue
             if decided is not None:
                 acting.append(decided)
-        self.breakers.judge(now)
-        for agent in held_back:
-            try:
-                self.executor.reassign(agent, now)
-            except Exception:
-                self._step_failed(agent, now)
-        for agent, incident, steps, last in acting:
-            try:
-                for step in steps:
-                    self.executor.carry_out(agent, incident, step, now, last)
-            except Exception:
-                self._step_failed(agent, now)
-        return len(due)
+        return acting
+
+    def _due_between(self, now: float, waiting: set[str]) -> list[str]:
+        """Agents due at `now`; one whose earlier steps still wait is looked at next step."""
+        out = []
+        for agent in self.monitor.due(now):
+            if agent in waiting:
+                self.monitor.defer(agent, now)
+            else:
+                out.append(agent)
+        return out
 
     def _step_failed(self, agent: str, now: float) -> None:
         log.exception("agent_step_failed", agent=agent, retry_in=FAILED_STEP_BACKOFF)

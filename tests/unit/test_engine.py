@@ -85,6 +85,38 @@ class TestCarryingOut:
             "open": 0, "recovered": 1, "resolved": 0, "escalated": 0}
 
 
+class TestMassStall:
+    def test_agents_due_while_actions_run_are_detected_between_them(self, tmp_path: Path
+                                                                    ) -> None:
+        """A slow heal (fsync under load) must not hold back the next agents' detection."""
+        rig = Rig(tmp_path)
+        rig.workspace.add("Agent-1", rig.clock.now())
+        rig.workspace.add("Agent-2", rig.clock.now())
+        rig.clock.advance(0.5)
+        rig.workspace.add("Agent-3", rig.clock.now())  # due 0.5 s after the other two
+        rig.engine.start()
+        executor = rig.engine.executor
+        plain = executor.carry_out
+
+        def slow(agent: str, incident: Any, step: Any, now: float, last: float) -> None:
+            plain(agent, incident, step, now, last)
+            if type(step).__name__ == "HealAttempt":
+                rig.clock.advance(0.6)  # this heal took 600 ms
+
+        executor.carry_out = slow  # type: ignore[method-assign]
+        rig.clock.advance(HEAL - 0.5 + 0.01)
+        with capture_logs() as logs:
+            rig.engine.step()
+        order = [(e["event"], e["agent"]) for e in logs
+                 if e["event"] in ("stall_detected", "heal_action")]
+        assert order == [
+            ("stall_detected", "Agent-1"), ("stall_detected", "Agent-2"),
+            ("heal_action", "Agent-1"), ("stall_detected", "Agent-3"),
+            ("heal_action", "Agent-2"), ("heal_action", "Agent-3")]
+        assert executor.counters.heal_actions == 3
+        assert [r.attempts for r in rig.log.open_incidents()] == [1, 1, 1]
+
+
 class TestView:
     def test_stalled_names_the_pipeline_by_the_policy(self, tmp_path: Path) -> None:
         rig = Rig(tmp_path, healing_enabled=False)
