@@ -20,6 +20,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from _demo_tmux import TmuxActor, tmux_available
+
 __all__ = ["build_parser", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,10 +39,14 @@ _CAST = """\
     Agent-2  stalls; wakes up when healer's rescue message reaches its inbox
     Agent-3  waits on a human (healer beat --state waiting): never healed, one
              waiting alert; 30 s later it gets its answer and works again
-    Agent-4  stalls for good: healed 3 times, tasks reassigned, escalated
+    Agent-4  stalls for good: every rung, tasks reassigned, escalated
     Agent-5  stalls and comes back on its own
     Agent-6  takes a 40 s job under a busy_until lease: no healing before it ends
     others   stay healthy"""
+_TMUX_CAST = """\
+    {agent}  runs in a real tmux pane (private -L socket); at 25 s it hangs at its
+             terminal prompt; healer's nudge rung types `continue` into the pane"""
+_NO_TMUX = "    (tmux is not installed: the agent in a tmux pane is skipped)"
 
 
 def _stamp() -> str:
@@ -70,7 +76,7 @@ def _healer_cmd(args: argparse.Namespace) -> str:
     return ".venv/bin/healer" + ("" if default else f" --workspaces {args.workspaces}")
 
 
-def _banner(args: argparse.Namespace, reused: bool) -> str:
+def _banner(args: argparse.Namespace, reused: bool, pane_agent: str | None) -> str:
     heal, recover = _production_thresholds(args.config)
     how = "existing, reused" if reused else "seeded just now"
     return "\n".join([
@@ -82,6 +88,7 @@ def _banner(args: argparse.Namespace, reused: bool) -> str:
         f"  (production defaults: {heal:g} s / {recover:g} s, from {args.config})",
         "",
         _CAST,
+        _TMUX_CAST.format(agent=pane_agent) if pane_agent else _NO_TMUX,
         "",
         "  Watch for: stall_detected, heal_action, agent_recovered,",
         "             recovery_action (reassign_tasks), agent_escalated,",
@@ -92,18 +99,35 @@ def _banner(args: argparse.Namespace, reused: bool) -> str:
     ])
 
 
-def _demo_config(config: Path, waiting_alert_after: float, folder: Path) -> Path:
-    """The config file with the demo's `healer.waiting_alert_after` (no flag sets it), in
-    `folder`; the file itself when it cannot be read (healer then says why)."""
+def _demo_config(config: Path, waiting_alert_after: float, folder: Path,
+                 nudge: dict[str, object] | None) -> Path:
+    """The config file with the demo's `healer.waiting_alert_after` (no flag sets it) and,
+    given one, the `nudge` command first in the ladder, in `folder`; the file itself when
+    it cannot be read (healer then says why)."""
     try:
         import yaml
+
+        from healer.config import load_config
 
         doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
         if not isinstance(doc, dict):
             return config
         section = doc.get("healer")
-        doc["healer"] = {**(section if isinstance(section, dict) else {}),
-                         "waiting_alert_after": f"{waiting_alert_after:g}s"}
+        extra: dict[str, object] = {"waiting_alert_after": f"{waiting_alert_after:g}s"}
+        if nudge is not None:
+            # Only the pane's agent has a window: for the others the nudge fails and
+            # the config's own ladder goes on at the next attempt.
+            extra["commands"] = {**((section or {}).get("commands") or {}), "nudge": nudge}
+            # One attempt more, so every built-in rung still runs after the nudge.
+            base = load_config(config, env={})
+            extra["ladder"] = ["nudge", *(str(getattr(rung, "value", rung))
+                                          for rung in base.ladder)]
+            night = doc.get("overnight") if isinstance(doc.get("overnight"), dict) else {}
+            healing = night.get("self_healing") if isinstance(night.get("self_healing"),
+                                                               dict) else {}
+            doc["overnight"] = {**night, "self_healing": {
+                **healing, "max_attempts": base.max_attempts + 1}}
+        doc["healer"] = {**(section if isinstance(section, dict) else {}), **extra}
     except Exception:  # the demo must not fail where healer would explain
         return config
     derived = folder / config.name
@@ -111,15 +135,19 @@ def _demo_config(config: Path, waiting_alert_after: float, folder: Path) -> Path
     return derived
 
 
+def _echo(out: IO[str], colors: bool, message: str) -> None:
+    line = f"{_stamp()} SIM {message}"
+    out.write(f"\x1b[2m{line}\x1b[0m\n" if colors else line + "\n")
+    out.flush()
+
+
 def _echo_swarm(stream: IO[str], out: IO[str], colors: bool) -> None:
     """Re-print the simulator's log lines, tagged, so cause and effect read in one column."""
     for raw in stream:
         # The simulator prefixes its local asctime; the console speaks UTC.
         parts = raw.rstrip("\n").split(" ", 2)
-        message = parts[2] if len(parts) == 3 and parts[0][:2].isdigit() else raw.rstrip("\n")
-        line = f"{_stamp()} SIM {message}"
-        out.write(f"\x1b[2m{line}\x1b[0m\n" if colors else line + "\n")
-        out.flush()
+        _echo(out, colors,
+              parts[2] if len(parts) == 3 and parts[0][:2].isdigit() else raw.rstrip("\n"))
 
 
 def _wait_first_writes(root: Path, since: float, sim: subprocess.Popen[str],
@@ -154,6 +182,32 @@ def _stop(children: list[subprocess.Popen[str]], signalled: bool) -> None:
             child.wait()
 
 
+def _start_actor(actor: TmuxActor | None, colors: bool) -> TmuxActor | None:
+    """Start the tmux-pane agent; None (with one printed line) when it cannot start."""
+    if actor is None:
+        return None
+    why = actor.start(lambda line: _echo(sys.stderr, colors, line))
+    if why is not None:
+        print(f"demo: the agent in a tmux pane is skipped: {why}", flush=True)
+        return None
+    _echo(sys.stderr, colors, f"{actor.agent} started in tmux -L {actor.socket} "
+          f"(TMUX_TMPDIR={actor.env['TMUX_TMPDIR']}), window {actor.agent}")
+    return actor
+
+
+def _supervise(children: list[subprocess.Popen[str]], stop: threading.Event,
+               duration: float | None) -> int:
+    """Wait for a signal, a child's exit or the end of `duration`; the exit code."""
+    deadline = math.inf if duration is None else time.monotonic() + duration
+    while not stop.wait(0.1):
+        exited = [c for c in children if c.poll() is not None]
+        if exited:
+            return exited[0].returncode or 0
+        if time.monotonic() >= deadline:
+            break
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="demo.py", description="Run healer beside a simulated swarm with demo thresholds.")
@@ -169,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="demo waiting_alert_after (10 s)")
     parser.add_argument("--speed", type=float, default=1.0,
                         help="simulator time scale; its durations are divided by it (1.0)")
-    parser.add_argument("--agents", type=int, default=6, help="simulated agents (6)")
+    parser.add_argument("--agents", type=int, default=8,
+                        help="simulated agents (8); the tmux pane's agent comes after them")
+    parser.add_argument("--no-tmux", action="store_true",
+                        help="leave out the agent in a tmux pane")
     parser.add_argument("--log-format", choices=("console", "json"), default="console")
     parser.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: until Ctrl-C)")
@@ -187,8 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--agents", str(args.agents)]
         if subprocess.run(seed, check=False).returncode != 0:
             return 2
+    pane_agent = None if args.no_tmux or not tmux_available() else f"Agent-{args.agents + 1}"
     if not args.no_banner:
-        print(_banner(args, reused), flush=True)
+        print(_banner(args, reused, pane_agent), flush=True)
+    elif pane_agent is None and not args.no_tmux:
+        print(_NO_TMUX.strip(), flush=True)
 
     stop = threading.Event()
     signalled: list[int] = []
@@ -202,23 +262,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     colors = args.log_format == "console" and sys.stderr.isatty()
     since = math.floor(time.time())
-    sim = subprocess.Popen(
-        [python, str(SIMULATOR), "--workspaces", str(root), "--agents", str(args.agents),
-         "--speed", str(args.speed)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, bufsize=1)
-    assert sim.stderr is not None
-    echo = threading.Thread(target=_echo_swarm, args=(sim.stderr, sys.stderr, colors),
-                            daemon=True)
-    echo.start()
-    children = [sim]
-    code = 0
+    children: list[subprocess.Popen[str]] = []
+    echo: threading.Thread | None = None
     scratch = Path(tempfile.mkdtemp(prefix="healer-demo-"))
+    actor = None if pane_agent is None else TmuxActor(root, pane_agent, scratch, args.speed)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
-        config = _demo_config(args.config, args.waiting_alert_after, scratch)
+        # The pane and the config come first: the swarm's clock starts with its process,
+        # and healer must be watching before the first stall.
+        actor = _start_actor(actor, colors)
+        if actor is not None:
+            env = {**actor.env, "PYTHONUNBUFFERED": "1"}
+        config = _demo_config(args.config, args.waiting_alert_after, scratch,
+                              None if actor is None else actor.nudge())
+        sim = subprocess.Popen(
+            [python, str(SIMULATOR), "--workspaces", str(root), "--agents", str(args.agents),
+             "--speed", str(args.speed)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, bufsize=1)
+        children.append(sim)
+        assert sim.stderr is not None
+        echo = threading.Thread(target=_echo_swarm, args=(sim.stderr, sys.stderr, colors),
+                                daemon=True)
+        echo.start()
         _wait_first_writes(root, since, sim, stop)
         if not stop.is_set() and sim.poll() is None:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             healer = subprocess.Popen(
                 [python, "-m", "healer", "--config", str(config),
                  "--workspaces", str(root), "--log-format", args.log_format, "watch",
@@ -226,17 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                  str(args.recover_after), "--tick", str(args.tick)],
                 stdin=subprocess.DEVNULL, env=env, text=True)
             children.insert(0, healer)
-        deadline = math.inf if args.duration is None else time.monotonic() + args.duration
-        while not stop.wait(0.1):
-            exited = [c for c in children if c.poll() is not None]
-            if exited:
-                code = exited[0].returncode or 0
-                break
-            if time.monotonic() >= deadline:
-                break
+        code = _supervise(children, stop, args.duration)
     finally:
         _stop(children, bool(signalled))
-        echo.join(timeout=1.0)
+        if actor is not None:
+            actor.stop()
+        if echo is not None:
+            echo.join(timeout=1.0)
         shutil.rmtree(scratch, ignore_errors=True)
     if not args.no_banner:
         print(f"\ndemo stopped; {root}/ is kept and make run reuses it.\n"

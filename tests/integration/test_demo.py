@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +28,9 @@ CONFIG = REPO / "config" / "orchestration.yml"
 FAST = ["--heal-after", "0.8", "--recover-after", "2.4", "--tick", "0.05", "--speed", "8",
         "--waiting-alert-after", "1.25"]
 DEADLINE = 40.0
+TMUX = shutil.which("tmux") is not None
+NO_TMUX = "tmux is not installed: the demo skips its agent in a tmux pane"
+PANE_AGENT = "Agent-9"  # after the 8 simulated agents
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +49,12 @@ class DemoRun:
             return [e for e in self.events if e.get("event") == name]
 
 
-def _start(root: Path, *extra: str) -> DemoRun:
+def _start(root: Path, *extra: str, env: dict[str, str] | None = None) -> DemoRun:
     proc = subprocess.Popen(
         [sys.executable, str(DEMO), "--workspaces", str(root), "--config", str(CONFIG),
          "--log-format", "json", *FAST, *extra],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True)
+        text=True, start_new_session=True, env=env)
     run = DemoRun(proc)
 
     def read() -> None:
@@ -78,14 +83,28 @@ def _start(root: Path, *extra: str) -> DemoRun:
 def _seen_all(run: DemoRun) -> bool:
     return all(run.named(name) for name in ("stall_detected", "heal_action", "agent_recovered",
                                             "agent_escalated", "agent_waiting_over")) and any(
-        e.get("action") == "reassign_tasks" and e.get("ok") for e in run.named("recovery_action"))
+        e.get("action") == "reassign_tasks" and e.get("ok") for e in run.named("recovery_action")
+    ) and (not TMUX or any(e["agent"] == PANE_AGENT for e in run.named("agent_recovered")))
+
+
+def _running(needle: str) -> list[str]:
+    """Command lines of live processes that mention `needle`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in text:
+            found.append(text)
+    return found
 
 
 def _interrupt(run: DemoRun) -> int:
     """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
     os.killpg(run.proc.pid, signal.SIGINT)
     try:
-        code = run.proc.wait(timeout=10)
+        code = run.proc.wait(timeout=20)  # a loaded two-core machine is slow to stop
     except subprocess.TimeoutExpired:
         os.killpg(run.proc.pid, signal.SIGKILL)
         run.proc.wait()
@@ -185,6 +204,65 @@ class TestDemo:
             code = _interrupt(again)
         assert code == 0
         assert "existing, reused" in "".join(again.stdout)
-        assert again.named("watch_started")[0]["agents"] == 6
+        assert again.named("watch_started")[0]["agents"] == (9 if TMUX else 8)
         assert set(backups) <= set(root.glob("Agent-*/status.json.bak.*"))
         assert (root / ".healer" / "healer.db").is_file()
+
+    def test_no_swarm_outage_in_the_demo(self, first_run: tuple[DemoRun, int, Path]) -> None:
+        """The cast's stalls stay single incidents: under half the swarm at any time."""
+        run, _code, _root = first_run
+        assert run.named("stall_detected")
+        assert run.named("watch_started")[0]["agents"] == (9 if TMUX else 8)
+        assert not run.named("swarm_outage"), run.named("swarm_outage")
+
+
+class TestTmuxActor:
+    @pytest.mark.skipif(not TMUX, reason=NO_TMUX)
+    def test_the_nudge_typed_into_its_pane_brings_the_agent_back(
+        self, first_run: tuple[DemoRun, int, Path]
+    ) -> None:
+        """Agent-9 hangs reading its tmux pane; healer's nudge rung (tmux send-keys on the
+        demo's own -L socket) types `continue`: it recovers at the first attempt."""
+        run, _code, root = first_run
+        (nudge,) = [e for e in run.named("heal_action") if e["agent"] == PANE_AGENT]
+        assert (nudge["action"], nudge["attempt"], nudge["ok"], nudge["exit_code"]) == (
+            "nudge", 1, True, 0)
+        (back,) = [e for e in run.named("agent_recovered") if e["agent"] == PANE_AGENT]
+        assert back["attempts"] == 1
+        devlog = "".join(p.read_text() for p in (root / PANE_AGENT / "devlogs").glob("*.md"))
+        assert "resumed: 'continue' typed at the prompt" in devlog
+        assert f"{PANE_AGENT} got 'continue' typed into its pane" in "\n".join(run.other)
+        # Every other agent has no pane: its nudge fails and the ladder goes on.
+        failed = [e for e in run.named("heal_action")
+                  if e["action"] == "nudge" and e["agent"] == "Agent-4"]
+        assert [e["ok"] for e in failed] == [False]
+
+    @pytest.mark.skipif(not TMUX, reason=NO_TMUX)
+    def test_ctrl_c_leaves_no_tmux_server_or_pane_running(
+        self, first_run: tuple[DemoRun, int, Path]
+    ) -> None:
+        run, _code, root = first_run
+        started = [m for line in run.other
+                   if (m := re.search(r"tmux -L (healer-demo-\d+) \(TMUX_TMPDIR=(\S+)\)", line))]
+        assert started, run.other
+        socket, tmpdir = started[0].groups()
+        assert not _running(socket)
+        assert not _running(f"tmux_agent.py --workspaces {root.resolve()}")
+        assert not Path(tmpdir).exists()  # the private socket's folder is gone too
+
+    def test_without_tmux_the_banner_says_so_and_the_pane_agent_is_skipped(
+        self, tmp_path: Path
+    ) -> None:
+        """A PATH with no tmux on it: the banner says the actor is skipped, 8 agents run."""
+        bare = tmp_path / "bin"
+        bare.mkdir()
+        run = _start(tmp_path / "agent_workspaces", env={**os.environ, "PATH": str(bare)})
+        try:
+            _wait(run, lambda r: bool(r.named("watch_started")))
+        finally:
+            code = _interrupt(run)
+        assert code == 0
+        assert "tmux is not installed: the agent in a tmux pane is skipped" in "".join(
+            run.stdout)
+        assert run.named("watch_started")[0]["agents"] == 8
+        assert not (tmp_path / "agent_workspaces" / PANE_AGENT).exists()
