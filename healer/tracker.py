@@ -119,6 +119,11 @@ class Tracker:
             # a folder moved or copied in with day-old files is not a day silent.
             self._file_times.appeared(agent, found.last_activity)
             last = now if at is None else min(at, now)
+            if found.last_activity is not None:
+                # But a write after it is the agent's own work: the folder event may be taken
+                # up late (a flood, a stopped process), its files already newer; those files
+                # are the baseline from here on, so this is the only time they can count.
+                last = max(last, min(self._time.wall_age(found.last_activity), now))
         incident = None
         if row is not None:
             incident = incident_from_row(row, self._policy_for(agent))

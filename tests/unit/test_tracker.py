@@ -78,6 +78,28 @@ class TestANewAgentsClock:
         rig.engine.add_agent("Agent-7", at=seen)
         assert rig.engine.monitor.table.get("Agent-7") == seen
 
+    def test_a_write_after_the_folder_appeared_is_activity_though_applied_late(
+        self, rig: Rig
+    ) -> None:
+        """The folder event is stamped when read, but applied after a flood (or a stopped
+        process): files the agent wrote in between are newer than the appearance, become
+        the baseline, and only here can count. Its clock starts at its last write, so it
+        is never flagged before heal_after from that write."""
+        rig.engine.start()
+        seen = rig.clock.monotonic()
+        rig.clock.advance(1.5)
+        rig.workspace.add("Agent-7", rig.clock.now(), created=rig.clock.now() - 1.5)
+        wrote = rig.clock.monotonic()
+        rig.clock.advance(0.5)  # the loop applies the folder event only now
+        rig.engine.add_agent("Agent-7", at=seen)
+        assert rig.engine.monitor.table.get("Agent-7") == pytest.approx(wrote)
+        with capture_logs() as logs:
+            rig.run(HEAL - 0.5 - TICK)
+            assert stalls(logs, "Agent-7") == []
+            rig.run(2 * TICK)
+        (stall,) = stalls(logs, "Agent-7")
+        assert stall["silent_for"] == pytest.approx(HEAL, abs=TICK + 1e-6)
+
     def test_at_start_up_the_files_say_how_long_an_agent_has_been_silent(
         self, rig: Rig
     ) -> None:
