@@ -25,6 +25,7 @@ __all__ = [
     "LogLine",
     "at",
     "poll_until",
+    "run_healer",
     "running_daemon",
     "watch_args",
 ]
@@ -183,6 +184,21 @@ def daemon_env(config: Path, extra: Mapping[str, str] | None = None) -> dict[str
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
+
+
+def run_healer(
+    tmp_path: Path, *args: str, root: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """One `healer` command as a process in `tmp_path`, with its config there (an empty
+    `healer-test.yml` unless the test wrote one) and `--workspaces root` when given."""
+    config = tmp_path / "healer-test.yml"
+    if not config.exists():
+        config.write_text("")
+    head = ["--workspaces", str(root)] if root is not None else []
+    return subprocess.run(
+        [sys.executable, "-m", "healer", *head, *args],
+        cwd=tmp_path, env=daemon_env(config), capture_output=True, text=True, timeout=30,
+    )
 
 
 @contextmanager

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from datetime import datetime
@@ -22,7 +21,7 @@ from healer.config import parse_addr
 from healer.core.model import ESCALATION_MARKER
 from healer.errors import ConfigError
 from tests.conftest import STATUS_FIXTURES, make_agent
-from tests.integration.daemon import daemon_env, poll_until, running_daemon, watch_args
+from tests.integration.daemon import poll_until, run_healer, running_daemon, watch_args
 
 AGE = 30.0  # how long ago the silent agents' files were last touched
 
@@ -44,19 +43,6 @@ def _config(tmp_path: Path, text: str = "") -> Path:
     path = tmp_path / "healer-test.yml"
     path.write_text(text)
     return path
-
-
-def _healer(
-    tmp_path: Path, *args: str, root: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "healer-test.yml"
-    if not config.exists():
-        config.write_text("")
-    head = ["--workspaces", str(root)] if root is not None else []
-    return subprocess.run(
-        [sys.executable, "-m", "healer", *head, *args],
-        cwd=tmp_path, env=daemon_env(config), capture_output=True, text=True, timeout=30,
-    )
 
 
 def _json(done: subprocess.CompletedProcess[str]) -> Any:
@@ -119,7 +105,7 @@ class TestStatus:
             _daemon_settled(d)
 
             def consistent() -> bool:
-                done = _healer(tmp_path, "status", "--json", root=root)
+                done = run_healer(tmp_path, "status", "--json", root=root)
                 seen["done"] = done
                 data = _json(done)
                 seen["rows"] = {row["agent"]: row for row in data["agents"]}
@@ -143,7 +129,7 @@ class TestStatus:
                                                                        abs=0.01)
         assert [a for a, r in rows.items() if r["busy_until"] is not None] == ["Agent-4"]
         # The daemon is gone: the history still says who is escalated.
-        after = _healer(tmp_path, "status", "--json", root=root)
+        after = run_healer(tmp_path, "status", "--json", root=root)
         assert after.returncode == 1
         assert {r["agent"]: r["stage"] for r in _json(after)["agents"]}["Agent-1"] == "escalated"
 
@@ -153,7 +139,7 @@ class TestStatus:
         root = tmp_path / "ws"
         when = _agent(root, "Agent-1", 50)
         _agent(root, "Agent-2", busy_until="2999-01-01T00:00:00Z")
-        done = _healer(tmp_path, "status", "--json", root=root)
+        done = run_healer(tmp_path, "status", "--json", root=root)
         assert done.returncode == 0, done.stderr
         rows = {r["agent"]: r for r in _json(done)["agents"]}
         assert rows["Agent-1"]["stage"] == "active" and rows["Agent-1"]["attempts"] == 0
@@ -161,7 +147,7 @@ class TestStatus:
         assert rows["Agent-1"]["silent_for"] >= 50
         assert rows["Agent-2"]["stage"] == "busy"
         assert not (root / ".healer").exists()
-        human = _healer(tmp_path, "status", root=root)
+        human = run_healer(tmp_path, "status", root=root)
         assert human.returncode == 0 and "Agent-1" in human.stdout
 
 
@@ -232,21 +218,21 @@ class TestResolve:
                             config=tmp_path / "healer-test.yml") as d:
             d.wait_event("agent_escalated", timeout=10, agent="Agent-1")
         assert (root / "Agent-1" / ESCALATION_MARKER).exists()
-        before = _json(_healer(tmp_path, "stats", "--json", root=root))
+        before = _json(run_healer(tmp_path, "stats", "--json", root=root))
         assert before["incidents"]["open"] == 1
-        done = _healer(tmp_path, "resolve", "Agent-1", root=root)
+        done = run_healer(tmp_path, "resolve", "Agent-1", root=root)
         assert done.returncode == 0, done.stderr
         assert "Agent-1" in done.stdout
         assert not (root / "Agent-1" / ESCALATION_MARKER).exists()
-        stats = _json(_healer(tmp_path, "stats", "--json", root=root))
+        stats = _json(run_healer(tmp_path, "stats", "--json", root=root))
         assert stats["incidents"]["open"] == 0
         assert stats["incidents"]["resolved"] == 1
         assert stats["incidents"]["escalated"] == 1
-        status = _healer(tmp_path, "status", "--json", root=root)
+        status = run_healer(tmp_path, "status", "--json", root=root)
         assert status.returncode == 0
         row = {r["agent"]: r for r in _json(status)["agents"]}["Agent-1"]
         assert (row["stage"], row["attempts"]) == ("active", 0)
-        again = _healer(tmp_path, "resolve", "Agent-1", root=root)
+        again = run_healer(tmp_path, "resolve", "Agent-1", root=root)
         assert again.returncode == 0 and "nothing to resolve" in again.stdout
 
     def test_a_running_daemon_follows_a_resolve(self, tmp_path: Path) -> None:
@@ -256,12 +242,12 @@ class TestResolve:
         with running_daemon(root, tmp_path, watch_args(60, 120, 0.05),
                             config=tmp_path / "healer-test.yml") as d:
             d.wait_event("agent_escalated", timeout=10, agent="Agent-1")
-            done = _healer(tmp_path, "resolve", "Agent-1", root=root)
+            done = run_healer(tmp_path, "resolve", "Agent-1", root=root)
             assert done.returncode == 0, done.stderr
             assert not (root / "Agent-1" / ESCALATION_MARKER).exists()
             d.wait_event("incident_resolved", timeout=5, agent="Agent-1")
             assert not d.events("agent_recovered")
-        stats = _json(_healer(tmp_path, "stats", "--json", root=root))
+        stats = _json(run_healer(tmp_path, "stats", "--json", root=root))
         assert stats["incidents"]["resolved"] == 1
 
     @pytest.mark.parametrize(("name", "words"), [
@@ -289,7 +275,7 @@ class TestResolve:
                                       stage="escalated")
             store.update_incident(row, attempts=3)
         before = _tree(tmp_path)
-        _usage_error(_healer(tmp_path, "resolve", name, root=root), *words)
+        _usage_error(run_healer(tmp_path, "resolve", name, root=root), *words)
         assert _tree(tmp_path) == before
         with Store.open_readonly(root / ".healer" / "healer.db") as view:  # type: ignore[union-attr]
             assert [(r.agent, r.attempts) for r in view.open_incidents()] == [("Agent-1", 3)]
@@ -311,7 +297,7 @@ class TestCommandLine:
     ])
     def test_help_exits_zero(self, tmp_path: Path, args: list[str]) -> None:
         """`--help` of the group and of each command prints usage and exits 0."""
-        done = _healer(tmp_path, *args)
+        done = run_healer(tmp_path, *args)
         assert done.returncode == 0, done.stderr
         assert "Usage:" in done.stdout
 
@@ -319,7 +305,7 @@ class TestCommandLine:
                                       ["watch", "--tick"], ["frobnicate"]])
     def test_bad_usage_exits_two(self, tmp_path: Path, args: list[str]) -> None:
         """An unknown flag, a flag without its value or an unknown command exits 2."""
-        done = _healer(tmp_path, *args, root=tmp_path)
+        done = run_healer(tmp_path, *args, root=tmp_path)
         assert done.returncode == 2
         assert "Traceback" not in done.stderr
 
@@ -335,17 +321,17 @@ class TestCommandLine:
         """A bad config file stops every command with exit 2 and one line naming the key."""
         _config(tmp_path, yaml)
         for command in ("check", "status", "stats"):
-            _usage_error(_healer(tmp_path, command, root=tmp_path), f"healer: {key}: ")
+            _usage_error(run_healer(tmp_path, command, root=tmp_path), f"healer: {key}: ")
 
     def test_missing_workspace_exits_two(self, tmp_path: Path) -> None:
         """`--workspaces` naming no directory exits 2 and names it."""
         for command in ("check", "status", "stats", "watch"):
-            _usage_error(_healer(tmp_path, command, root=Path("/nonexistent")), "/nonexistent")
+            _usage_error(run_healer(tmp_path, command, root=Path("/nonexistent")), "/nonexistent")
 
     @pytest.mark.parametrize("addr", ["foo", "127.0.0.1:http", "127.0.0.1:70000"])
     def test_bad_metrics_address_exits_two(self, tmp_path: Path, addr: str) -> None:
         """A metrics address that is not HOST:PORT is a usage error, before anything runs."""
-        _usage_error(_healer(tmp_path, "watch", "--metrics-addr", addr, root=tmp_path),
+        _usage_error(run_healer(tmp_path, "watch", "--metrics-addr", addr, root=tmp_path),
                      "metrics-addr")
 
 
@@ -363,7 +349,7 @@ class TestCheckOnRealFixtures:
                                                     tmp_path: Path) -> None:
         """`check --json` reads every fixture, the malformed one too, and exits 0 when all are
         fresh; the report has the SPEC §7 shape and nothing is written."""
-        done = _healer(tmp_path, "check", "--json", root=fixtures_root)
+        done = run_healer(tmp_path, "check", "--json", root=fixtures_root)
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         assert report == {"checked": len(STATUS_FIXTURES), "stalled": [], "actions": [],
@@ -380,7 +366,7 @@ class TestCheckOnRealFixtures:
         ages[malformed] = 1000.0
         for agent, age in ages.items():
             _touch(fixtures_root / agent, now - age)
-        done = _healer(tmp_path, "check", "--json", root=fixtures_root)
+        done = run_healer(tmp_path, "check", "--json", root=fixtures_root)
         assert done.returncode == 1, done.stderr
         report = json.loads(done.stdout)
         assert report["checked"] == len(STATUS_FIXTURES)
@@ -400,7 +386,7 @@ class TestCheckOnRealFixtures:
         SPEC keys and types, and the original bytes survive in a backup."""
         malformed = next(p for p in STATUS_FIXTURES if p.name.startswith("Agent-1_9b3d"))
         _touch(fixtures_root / malformed.stem, time.time() - 200)
-        done = _healer(tmp_path, "check", "--now", "--json", root=fixtures_root)
+        done = run_healer(tmp_path, "check", "--now", "--json", root=fixtures_root)
         assert done.returncode == 1, done.stderr
         report = json.loads(done.stdout)
         assert [s["agent"] for s in report["stalled"]] == [malformed.stem]
@@ -475,7 +461,7 @@ class TestCheckSettings:
                     "  monitoring: {stall_timeout: 2}\n"
                     f"healer:\n  alerts: {{webhook_url: '{hook.url}', backoff: 2, "
                     "max_tries: 2, timeout: 5}\n")
-            done = _healer(tmp_path, "check", "--now", "--json", root=root)
+            done = run_healer(tmp_path, "check", "--now", "--json", root=root)
         finally:
             hook.close()
         assert done.returncode == 1, done.stderr
@@ -488,7 +474,7 @@ class TestCheckSettings:
         root = tmp_path / "ws"
         _agent(root, "Agent-1", age=AGE)
         _config(tmp_path, "overnight:\n  self_healing: {stall_threshold: 0.05}\n")
-        done = _healer(tmp_path, "check", "--json", root=root)
+        done = run_healer(tmp_path, "check", "--json", root=root)
         assert done.returncode == 1, done.stderr
         assert _json(done)["stalled"][0]["agent"] == "Agent-1"
-        _usage_error(_healer(tmp_path, "watch", root=root), "healer.tick")
+        _usage_error(run_healer(tmp_path, "watch", root=root), "healer.tick")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,7 +18,7 @@ from healer.adapters.store import Store
 from tests.conftest import make_agent
 from tests.integration.daemon import (
     LogLine,
-    daemon_env,
+    run_healer,
     running_daemon,
     watch_args,
 )
@@ -33,16 +31,6 @@ def _agents(root: Path, *names: str, age: float = 0.0) -> None:
         folder = make_agent(root, name)
         for path in (folder / "status.json", folder / "devlogs", folder / "inbox", folder):
             os.utime(path, (when, when))
-
-
-def _healer(tmp_path: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "healer-test.yml"
-    if not config.exists():
-        config.write_text("")
-    return subprocess.run(
-        [sys.executable, "-m", "healer", "--workspaces", str(root), *args],
-        cwd=tmp_path, env=daemon_env(config), capture_output=True, text=True, timeout=30,
-    )
 
 
 @contextmanager
@@ -98,7 +86,7 @@ class TestKillMidIncident:
 
 
 def _stats(tmp_path: Path, root: Path) -> dict[str, Any]:
-    done = _healer(tmp_path, root, "stats", "--json")
+    done = run_healer(tmp_path, "stats", "--json", root=root)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert isinstance(data, dict)
@@ -175,7 +163,7 @@ class TestConcurrentReaders:
             runs = []
             try:
                 while len(_named(d.snapshot(), "agent_escalated")) < len(names) and len(runs) < 8:
-                    runs.append(_healer(tmp_path, root, "stats", "--json"))
+                    runs.append(run_healer(tmp_path, "stats", "--json", root=root))
                 d.wait_for(lambda x: len(_named(d.snapshot(), "agent_escalated")) == len(names),
                            timeout=15, what="every agent escalated")
             finally:

@@ -17,7 +17,7 @@ import pytest
 from healer.adapters.lockfile import LOCK_FILE, WorkspaceLock
 from healer.errors import StoreError, WorkspaceBusyError
 from tests.conftest import make_agent
-from tests.integration.daemon import daemon_env, poll_until, running_daemon, watch_args
+from tests.integration.daemon import poll_until, run_healer, running_daemon, watch_args
 
 pytestmark = pytest.mark.integration
 
@@ -83,16 +83,6 @@ class TestWorkspaceLock:
         assert not (tmp_path / "elsewhere").exists()
 
 
-def _healer(tmp_path: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "healer-test.yml"
-    if not config.exists():
-        config.write_text("")
-    return subprocess.run(
-        [sys.executable, "-m", "healer", "--workspaces", str(root), *args],
-        cwd=tmp_path, env=daemon_env(config), capture_output=True, text=True, timeout=30,
-    )
-
-
 def _silent(root: Path, name: str, age: float = 3600.0) -> Path:
     folder = make_agent(root, name)
     when = time.time() - age
@@ -106,7 +96,7 @@ class TestOneDaemonPerWorkspace:
         root = tmp_path / "ws"
         make_agent(root, "Agent-1")
         with running_daemon(root, tmp_path, watch_args(30, 60, 0.05)) as daemon:
-            second = _healer(tmp_path, root, "watch", "--heal-after", "30")
+            second = run_healer(tmp_path, "watch", "--heal-after", "30", root=root)
             assert second.returncode == 2
             lines = second.stderr.strip().splitlines()
             assert len(lines) == 1, second.stderr
@@ -125,19 +115,19 @@ class TestOneDaemonPerWorkspace:
         folder = _silent(root, "Agent-1")
         before = (folder / "status.json").read_bytes()
         with running_daemon(root, tmp_path, watch_args(7200, 9000, 0.05)) as daemon:
-            acting = _healer(tmp_path, root, "check", "--now")
+            acting = run_healer(tmp_path, "check", "--now", root=root)
             assert acting.returncode == 2
             assert f"pid {daemon.pid}, healer watch" in acting.stderr
             assert (folder / "status.json").read_bytes() == before
             assert list((folder / "inbox").iterdir()) == []
-            looking = _healer(tmp_path, root, "check", "--json")
+            looking = run_healer(tmp_path, "check", "--json", root=root)
             assert looking.returncode == 1, looking.stderr  # its own thresholds: stalled
             report = json.loads(looking.stdout)
             assert [s["agent"] for s in report["stalled"]] == ["Agent-1"]
             assert report["actions"] == []
             assert (folder / "status.json").read_bytes() == before
         # Without the daemon, check --now acts.
-        done = _healer(tmp_path, root, "check", "--now", "--json")
+        done = run_healer(tmp_path, "check", "--now", "--json", root=root)
         assert done.returncode == 1, done.stderr
         assert json.loads(done.stdout)["actions"] != []
         assert (folder / "status.json").read_bytes() != before
