@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -62,4 +63,15 @@ def workspace(tmp_path: Path) -> Path:
         agent = path.name.split("_", 1)[0]
         make_agent(root, agent, b"{}")
         shutil.copyfile(path, root / agent / "status.json")
+    return root
+
+
+def agents_at(root: Path, when: float, *names: str) -> Path:
+    """Agent folders under `root` (made if missing) whose files were last touched at `when`
+    (a fake clock's now, say): their silence starts there."""
+    root.mkdir(exist_ok=True)
+    for name in names:
+        folder = make_agent(root, name)
+        for path in (folder / "status.json", folder / "devlogs", folder / "inbox", folder):
+            os.utime(path, (when, when))
     return root

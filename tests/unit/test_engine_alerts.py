@@ -16,7 +16,7 @@ from healer.config import Config
 from healer.engine import Engine
 from healer.testing import FakeClock
 from healer.wiring import build_engine
-from tests.conftest import make_agent
+from tests.conftest import agents_at
 
 TICK = 0.1
 
@@ -39,13 +39,7 @@ class RecordingAlerter:
 
 @pytest.fixture
 def root(tmp_path: Path, clock: FakeClock) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    for name in ("Agent-1", "Agent-2"):
-        folder = make_agent(root, name)
-        for path in (folder / "status.json", folder / "devlogs", folder / "inbox", folder):
-            os.utime(path, (clock.now(), clock.now()))
-    return root
+    return agents_at(tmp_path / "ws", clock.now(), "Agent-1", "Agent-2")
 
 
 def engine_for(root: Path, clock: FakeClock, alerter: RecordingAlerter, *, store: bool = True,

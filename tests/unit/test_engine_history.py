@@ -17,7 +17,7 @@ from healer.engine import Engine
 from healer.testing import FakeClock
 from healer.timeline import to_wall
 from healer.wiring import build_engine
-from tests.conftest import make_agent
+from tests.conftest import agents_at
 
 TICK = 0.1
 
@@ -55,14 +55,7 @@ def _heals(logs: list[dict[str, object]], agent: str) -> list[tuple[object, obje
 
 @pytest.fixture
 def root(tmp_path: Path, clock: FakeClock) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    for name in ("Agent-1", "Agent-2"):
-        folder = make_agent(root, name)
-        # The files were last touched "now" on the fake clock, so silence starts there.
-        for path in (folder / "status.json", folder / "devlogs", folder / "inbox", folder):
-            os.utime(path, (clock.now(), clock.now()))
-    return root
+    return agents_at(tmp_path / "ws", clock.now(), "Agent-1", "Agent-2")
 
 
 class TestRestartContinuity:
