@@ -1,6 +1,7 @@
 """`healer watch`: the main loop. Small steps that each say whether they did work; the loop
-is an iterator a test can step; signals only set flags; the sleep is an interruptible wait.
-Every interval is paced on the monotonic clock, the engine's."""
+is an iterator a test can step; signals only set flags (on healer.signals' thread); the
+sleep is an interruptible wait. Every interval is paced on the monotonic clock, the
+engine's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
@@ -26,6 +26,7 @@ from healer.ports import (
     Readings,
     ServiceManager,
 )
+from healer.signals import SignalRelay
 
 __all__ = ["Daemon", "prune_interval"]
 
@@ -86,6 +87,7 @@ class Daemon:
         self._reload_config = reload
         self.stop_reason: str | None = None
         self._reload = threading.Event()
+        self._signals: SignalRelay | None = None
         self.sweeps = 0
         self.overflows = 0  # kernel event-queue overflows, each answered by a rescan
         self._last_sweep = 0.0
@@ -95,15 +97,19 @@ class Daemon:
 
     # -- signals --------------------------------------------------------------------------
     def install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
+        """SIGTERM and SIGINT stop, SIGHUP reloads; the flags are set on the relay's
+        thread (healer.signals says why not in a handler)."""
+        self._signals = SignalRelay({
+            signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop,
+            signal.SIGHUP: self._on_hup,
+        })
+        self._signals.install()
 
-    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+    def _on_stop(self, signum: int) -> None:
         self.stop_reason = signal.Signals(signum).name
         self.watcher.wake.set()
 
-    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+    def _on_hup(self, _signum: int) -> None:
         self._reload.set()
         self.watcher.wake.set()
 
@@ -163,6 +169,8 @@ class Daemon:
         if self.store is not None:
             self.store.close()
         log.info("watch_stopped", reason=self.stop_reason or "requested")
+        if self._signals is not None:
+            self._signals.close()
 
     def run(self) -> None:
         self.start()

@@ -3,6 +3,7 @@ port: no thread, no inotify, no sleep."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -292,7 +293,7 @@ class TestReload:
         RELOADING then READY, and keeps the open incident."""
         rig.daemon.start()
         rig.run(HEAL + TICK)
-        rig.daemon._on_hup(1, None)
+        rig.daemon._on_hup(signal.SIGHUP)
         with capture_logs() as logs:
             assert rig.tick() is True
         assert events(logs, "config_reloaded")[0]["heal_after"] == HEAL * 10
