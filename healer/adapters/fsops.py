@@ -18,6 +18,7 @@ from healer.core.model import TEMP_MARKER, is_plain_name
 from healer.errors import ActionError, UnsafePathError
 
 __all__ = [
+    "DIR_FLAGS",
     "Identity",
     "check_name",
     "exchange",
@@ -33,7 +34,7 @@ __all__ = [
 
 Identity = tuple[int, int, int]
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _RENAME_EXCHANGE = 2
 
@@ -106,7 +107,7 @@ def open_dirs(root: Path, names: Sequence[str], create_from: int | None = None) 
 
 def _open_dir(parent: int, name: str, where: Path, create: bool) -> int:
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError as exc:
         if not create:
             raise ActionError(f"{where} does not exist") from exc
@@ -130,16 +131,26 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def read_all(fd: int, limit: int) -> bytes:
-    """Up to limit + 1 bytes, so a caller can tell "exactly at the limit" from "past it"."""
+def read_all(fd: int, limit: int, size_hint: int | None = None) -> bytes:
+    """Up to limit + 1 bytes, so a caller can tell "exactly at the limit" from "past it".
+
+    `size_hint` is the size fstat gave for a regular file: the first read asks for one
+    byte more, and a shorter answer holding all of it is the end of the file, so a small
+    file costs one small read instead of two of 64 KiB (each read allocates its buffer in
+    full). A file that grew meanwhile is read on; its new size tells the caller's fstat."""
     chunks: list[bytes] = []
     total = 0
+    want = 1 << 16 if size_hint is None else max(size_hint + 1, 512)
     while total <= limit:
-        chunk = os.read(fd, min(1 << 16, limit + 1 - total))
+        ask = min(want, limit + 1 - total)
+        chunk = os.read(fd, ask)
         if not chunk:
             break
         chunks.append(chunk)
         total += len(chunk)
+        if size_hint is not None and len(chunk) < ask and total >= size_hint:
+            break  # short, and all fstat promised: the end of the file
+        want = 1 << 16
     return b"".join(chunks)
 
 

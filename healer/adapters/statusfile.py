@@ -11,7 +11,7 @@ import os
 import re
 import stat
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ __all__ = [
     "TextForm",
     "encode",
     "find_copy",
+    "parse_snapshot",
+    "read_raw",
     "read_snapshot",
     "salvage",
     "still_same",
@@ -117,6 +119,15 @@ def read_snapshot(
 ) -> StatusRead:
     """status.json in the agent folder open as `dfd`. A symlink there is UnsafePathError,
     unless `follow`: then it is read through, for a reader that will never write it."""
+    return parse_snapshot(read_raw(dfd, agent, path, max_bytes, follow=follow))
+
+
+def read_raw(
+    dfd: int, agent: str, path: Path, max_bytes: int, *, follow: bool = False
+) -> StatusRead:
+    """read_snapshot's read without the parse: kind OK with `raw` set (and no `doc` yet)
+    when the bytes are in hand; parse_snapshot finishes it. A reader that wants one field
+    can look at the bytes first and skip the parse."""
 
     def result(kind: ReadKind, error: str | None = None, **kw: Any) -> StatusRead:
         return StatusRead(agent, path, kind, error=error, linked=linked, **kw)
@@ -139,7 +150,7 @@ def read_snapshot(
             if st.st_size > max_bytes:
                 too_big = f"{st.st_size} bytes > max_status_bytes"
                 return result(ReadKind.TOO_LARGE, too_big, identity=ident, stat=st)
-            data = read_all(fd, max_bytes)
+            data = read_all(fd, max_bytes, size_hint=st.st_size)
             settled = identity_of(os.fstat(fd)) == ident
         except OSError as exc:
             return result(ReadKind.IO, exc.strerror)
@@ -149,9 +160,16 @@ def read_snapshot(
             break  # else an in-place writer was mid-write: read again
     if len(data) > max_bytes:
         return result(ReadKind.TOO_LARGE, "grew past max_status_bytes", identity=ident, stat=st)
-    doc, form, error = _parse(data)
+    return result(ReadKind.OK, raw=data, identity=ident, stat=st)
+
+
+def parse_snapshot(read: StatusRead) -> StatusRead:
+    """The document of a read_raw result (any other result as it is)."""
+    if read.kind is not ReadKind.OK or read.raw is None or read.doc is not None:
+        return read
+    doc, form, error = _parse(read.raw)
     kind = ReadKind.OK if doc is not None else ReadKind.INVALID
-    return result(kind, error, doc=doc, raw=data, identity=ident, stat=st, form=form)
+    return replace(read, kind=kind, doc=doc, error=error, form=form)
 
 
 def still_same(dfd: int, name: str, snap: StatusRead, max_bytes: int) -> bool:
@@ -166,7 +184,7 @@ def still_same(dfd: int, name: str, snap: StatusRead, max_bytes: int) -> bool:
             return False
         # Same inode, mtime and size can still hide an in-place rewrite within one
         # timestamp tick; the bytes cannot.
-        return read_all(fd, max_bytes) == snap.raw
+        return read_all(fd, max_bytes, size_hint=st.st_size) == snap.raw
     finally:
         os.close(fd)
 

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from healer.adapters import jsontext
 from healer.adapters.jsontext import TextForm
 from healer.adapters.ledger import SelfWriteLedger
-from healer.adapters.scan import Scanner, StatusLink
+from healer.adapters.scan import Scanner, StatusLink, may_hold_lease
 from healer.adapters.writer import SafeWriter
 from healer.core import statusdoc
 from healer.errors import UnsafePathError
@@ -62,6 +64,25 @@ class TestOneReader:
         make_agent(root, "Agent-1", raw)
         assert SafeWriter(root, SelfWriteLedger()).read_status("Agent-1").kind == "invalid"
         assert scanner(root).lease("Agent-1", 1e12, 0.0) is None
+
+    def test_a_lease_key_spelled_with_escapes_still_holds(self, root: Path) -> None:
+        """The reader skips the parse of bytes that cannot hold `busy_until`; a key written
+        with JSON escapes can, and must not be skipped."""
+        make_agent(root, "Agent-1", b'{"busy\\u005funtil": "' + LEASE.encode() + b'"}')
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) == LEASE_AT
+
+    @given(doc=st.dictionaries(st.sampled_from(["busy_until", "busy", "until", "a\u00e9"]),
+                               st.sampled_from([LEASE, 1.9e9, "x", None])),
+           form=st.sampled_from(FORMS), ascii_only=st.booleans())
+    @settings(max_examples=200)
+    def test_only_bytes_without_a_lease_are_skipped(
+        self, doc: dict[str, object], form: TextForm, ascii_only: bool
+    ) -> None:
+        """may_hold_lease is False only where the parsed document has no busy_until."""
+        text = json.dumps(doc, ensure_ascii=ascii_only)
+        raw = jsontext.dump(json.loads(text), form) if not ascii_only else text.encode()
+        if not may_hold_lease(raw):
+            assert "busy_until" not in json.loads(jsontext.decode(raw)[0])
 
     def test_the_lease_is_capped_after_the_write(self, root: Path) -> None:
         make_agent(root, "Agent-1", jsontext.dump({"busy_until": LEASE}, FORMS[2]))
