@@ -17,7 +17,7 @@ from healer.config import LOG_FORMATS, LOG_LEVELS, Config, load_config, require_
 from healer.core.heartbeat import HookSource
 from healer.core.model import Stage
 from healer.errors import ConfigError, HealerError, StoreError
-from healer.log import configure_logging
+from healer.log import configure_logging, stop_background
 from healer.report import age, live_status, render_stats, render_status
 
 # The commands import healer.wiring (and through it watchdog, SQLite, HTTP) only when they
@@ -46,9 +46,14 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except StoreError as exc:
+        stop_background()
         _fail(str(exc), EXIT_FAILURE)
     except HealerError as exc:
+        stop_background()
         _fail(str(exc))
+    except BaseException:
+        stop_background()  # the lines logged before a traceback come before it
+        raise
 
 
 class _Settings:
@@ -62,12 +67,12 @@ class _Settings:
     def load(self, **flags: Any) -> Config:
         return load_config(self.config_path, cli={**self.cli, **flags})
 
-    def build(self, **flags: Any) -> Config:
+    def build(self, background: bool = False, **flags: Any) -> Config:
         try:
             config = self.load(**flags)
         except ConfigError as exc:
             _fail(str(exc))
-        configure_logging(config.log_format, config.log_level)
+        configure_logging(config.log_format, config.log_level, background=background)
         root = config.workspaces
         if not root.is_dir():
             _fail(f"workspaces: {root} is not a directory")
@@ -109,7 +114,8 @@ def watch(settings: _Settings, heal_after: float | None, recover_after: float | 
 
     flags = {"heal_after": heal_after, "recover_after": recover_after, "tick": tick,
              "poll": poll, "dry_run": dry_run, "metrics_addr": metrics_addr}
-    config = settings.build(**flags)
+    # The loop must not wait for the log's reader: lines are written by a thread.
+    config = settings.build(background=True, **flags)
     _run(require_tick_fits, config)
     _run(wiring.watch, config, lambda: require_tick_fits(settings.load(**flags)))
 

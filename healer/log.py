@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
 import sys
+import threading
 from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["ConsoleLine", "configure_logging", "get_logger"]
+__all__ = [
+    "BackgroundLines", "ConsoleLine", "configure_logging", "get_logger", "stop_background",
+]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -19,11 +24,103 @@ _LEVELS = {
 }
 
 
+# What a queue of lines waiting for a slow reader may hold before logging waits for it:
+# a mass stall of 10,000 agents logs a few lines each.
+QUEUED_LINES = 50_000
+# Lines are written in batches of about this many bytes: one write() of a batch is still
+# atomic on a pipe (PIPE_BUF), so lines of processes sharing it never run into each other.
+BATCH_BYTES = 4096
+_background: BackgroundLines | None = None
+
+
+class BackgroundLines:
+    """A text stream whose write() only queues; a thread writes the lines to `stream`.
+
+    `healer watch` logs a line for each stalled agent, and a line to a pipe or a socket
+    waits for whoever reads it (journald, a terminal, a test): 10,000 agents stalling at
+    once must not wait for the log's reader before each one is reported (issue #16). The
+    timestamp is taken when the line is logged, not when it is written. A reader gone for
+    good (EPIPE) costs the log, never the daemon. close() (at exit, too) writes what is
+    queued first."""
+
+    def __init__(self, stream: TextIO, max_lines: int = QUEUED_LINES) -> None:
+        self.stream = stream
+        self._queue: queue.Queue[str | None] = queue.Queue(max_lines)
+        self._thread = threading.Thread(target=self._run, name="healer-log", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if self._closed:
+            self._write(text)
+        else:
+            self._queue.put(text)  # waits only while max_lines are queued
+        return len(text)
+
+    def flush(self) -> None:
+        """Lines are flushed as the thread writes them."""
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (up to `timeout`), then write in the caller's thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            size = len(item)
+            while size < BATCH_BYTES:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._write("".join(batch))
+                    return
+                batch.append(more)
+                size += len(more)
+            self._write("".join(batch))
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # the reader is gone (EPIPE) or the stream closed: nothing to do
+
+
+def stop_background() -> None:
+    """Write out and stop the background writer, if there is one."""
+    global _background
+    if _background is not None:
+        _background.close()
+        _background = None
+
+
 def configure_logging(
-    fmt: str = "console", level: str = "info", stream: TextIO | None = None
+    fmt: str = "console", level: str = "info", stream: TextIO | None = None,
+    *, background: bool = False,
 ) -> None:
-    """Every line carries `event`, `timestamp` (ISO 8601 UTC) and `level` (SPEC §8)."""
+    """Every line carries `event`, `timestamp` (ISO 8601 UTC) and `level` (SPEC §8).
+    `background`: lines are written by a thread of their own (BackgroundLines), for a
+    daemon whose loop must not wait for the log's reader."""
+    stop_background()
     stream = stream if stream is not None else sys.stderr
+    if background:
+        global _background
+        _background = BackgroundLines(stream)
+        atexit.unregister(stop_background)
+        atexit.register(stop_background)
+        stream = _background  # type: ignore[assignment]
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)

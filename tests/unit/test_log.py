@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 
 import structlog
 
-from healer.log import configure_logging
+from healer.log import BATCH_BYTES, BackgroundLines, configure_logging, stop_background
 
 
 class TestConfigureLogging:
@@ -64,3 +65,68 @@ class TestConfigureLogging:
         configure_logging("console", "info", stream)
         structlog.get_logger().info("heal_action", agent="Agent-1")
         assert len(stream.writes) == 2 and all(w.endswith("\n") for w in stream.writes)
+
+
+class _Gate(io.StringIO):
+    """A stream whose writes wait until it is opened: a log reader that has stalled."""
+
+    def __init__(self, fail: BaseException | None = None) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.writes: list[str] = []
+        self.fail = fail
+
+    def write(self, text: str) -> int:
+        self.open.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        self.writes.append(text)
+        return super().write(text)
+
+
+class TestBackgroundLines:
+    def teardown_method(self) -> None:
+        configure_logging("json", "info", io.StringIO())  # back to a plain stream
+
+    def test_logging_does_not_wait_for_a_stalled_reader(self) -> None:
+        """issue #16: the loop logs a line per stalled agent; a reader that is not reading
+        must not hold it. Every line arrives, in order, once the reader reads again."""
+        gate = _Gate()
+        configure_logging("json", "info", gate, background=True)
+        log = structlog.get_logger()
+        for n in range(2_000):
+            log.warning("stall_detected", agent=f"Agent-{n}")
+        assert gate.getvalue() == ""  # not one line could be written, yet nothing waited
+        gate.open.set()
+        stop_background()
+        agents = [json.loads(line)["agent"] for line in gate.getvalue().splitlines()]
+        assert agents == [f"Agent-{n}" for n in range(2_000)]
+        assert all(len(w) <= BATCH_BYTES + 400 and w.endswith("\n") for w in gate.writes)
+        assert len(gate.writes) < 2_000  # batched
+
+    def test_a_full_queue_waits_rather_than_drops(self) -> None:
+        gate = _Gate()
+        lines = BackgroundLines(gate, max_lines=5)
+        done = threading.Event()
+
+        def writer() -> None:
+            for n in range(20):
+                lines.write(f"{n}\n")
+            done.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert not done.wait(0.2)  # five queued (one taken), the writer waits
+        gate.open.set()
+        assert done.wait(5)
+        thread.join()
+        lines.close()
+        assert gate.getvalue() == "".join(f"{n}\n" for n in range(20))
+
+    def test_a_reader_gone_costs_the_log_not_the_caller(self) -> None:
+        gate = _Gate(fail=BrokenPipeError(32, "Broken pipe"))
+        gate.open.set()
+        lines = BackgroundLines(gate)
+        lines.write("lost\n")
+        lines.close()
+        lines.write("after close\n")  # written at once, and the error swallowed too
