@@ -42,6 +42,9 @@ PRUNE_MIN = 1.0  # a prune of nothing costs a few queries; no need to run it eve
 # How long a stop waits for running commands before their groups are killed: with the
 # runner's short grace after that, the 2 s of SPEC §7 still hold.
 COMMANDS_CLOSE = 0.5
+# Seconds of actions a step may spend (at most a tick); the next steps, which first apply
+# the events (an agent back meanwhile is spared) and detect new stalls, do the rest.
+ACTION_BUDGET = 0.1
 
 
 def prune_interval(retention: float) -> float:
@@ -190,6 +193,8 @@ class Daemon:
             yield self.step()
 
     def _sleep(self) -> None:
+        if self.engine.pending():
+            return  # actions wait for their turn: straight back, events first
         tick = self.config.tick
         now = self.clock.monotonic()
         # Wake on the next tick boundary, or at once when events arrive.
@@ -220,7 +225,7 @@ class Daemon:
             did = True
         did |= self.engine.finish_commands() > 0  # a rung that ended lets its agent go on
         now = self.clock.monotonic()
-        did |= self.engine.step(now) > 0
+        did |= self.engine.step(now, budget=min(self.config.tick, ACTION_BUDGET)) > 0
         if now - self._last_sweep >= self.config.check_interval:
             self._last_sweep = now
             self.sweeps += 1

@@ -5,6 +5,8 @@ healer.timeline); wall-clock times are converted where they come in and go out."
 
 from __future__ import annotations
 
+from collections import deque
+
 import structlog
 
 from healer.breakers import Breakers, lookback
@@ -73,6 +75,9 @@ class Engine:
                                 announce=self.executor.announce)
         self.view = EngineView(self.monitor, self.policy_for, self.executor.counters,
                                flapping=self.breakers.is_flapping)
+        # Decided steps waiting to be carried out (step's budget), and whose they are.
+        self._queue: deque[tuple[_Acting, float]] = deque()
+        self._waiting: set[str] = set()
         # Membership and activity, as the daemon and `check` call them.
         self.remove_agent = self.tracker.remove_agent
 
@@ -145,46 +150,68 @@ class Engine:
             self.executor.report_rung(rung)
 
     # -- time -----------------------------------------------------------------------------
-    def step(self, now: float | None = None) -> int:
-        """Handle every decision due now; returns how many agents were looked at."""
+    def step(self, now: float | None = None, budget: float | None = None) -> int:
+        """Handle every decision due now; returns how many agents were looked at.
+
+        Detection first, for every due agent, then the actions, oldest first: when a
+        thousand agents stall together (an API outage), the last one's stall is not
+        reported only after the writes and fsyncs of all the others. `budget`: seconds
+        of actions this step may spend; the rest waits for the next step (`pending`), so
+        a mass stall's actions never keep the loop from its events and pings, nor the
+        stalls that fall due meanwhile from being detected (issue #16). None: all."""
         now = self.timeline.now() if now is None else now
         held_back = self.breakers.tick(now)
-        due = self.monitor.due(now)
-        # Detection first, for every due agent, then the actions: when a thousand agents
-        # stall together (an API outage), the last one's stall is not reported only after
-        # the writes and fsyncs of all the others.
-        acting = [(act, now) for act in self._detect(due, now)]
+        due = self._due(now)
+        self._enqueue(self._detect(due, now), now)
         self.breakers.judge(now)
         for agent in held_back:
             try:
                 self.executor.reassign(agent, now)
             except Exception:
                 self._step_failed(agent, now)
-        looked = len(due)
-        # The actions of a mass stall take longer than a tick: agents that fall due while
-        # they run are detected between them, not a whole backlog later (issue #16). The
-        # polling stops with this step's own actions, so one step stays bounded.
-        own = len(acting)
-        waiting = {act[0] for act, _ in acting}
-        for n, ((agent, incident, steps, last), at) in enumerate(acting):
-            waiting.discard(agent)
-            try:
-                for step in steps:
-                    self.executor.carry_out(agent, incident, step, at, last)
-            except Exception:
-                self._step_failed(agent, at)
-            if n + 1 < own:
-                later = self.timeline.now()
-                if later > now:
-                    more = self._due_between(later, waiting)
-                    if more:
-                        looked += len(more)
-                        found = self._detect(more, later)
-                        acting.extend((act, later) for act in found)
-                        waiting.update(act[0] for act in found)
-                        self.breakers.judge(later)
-                    now = later
+        return len(due) + self._act(now, budget)
+
+    def pending(self) -> int:
+        """How many agents' actions wait for a step with budget left."""
+        return len(self._queue)
+
+    def _act(self, now: float, budget: float | None) -> int:
+        """Carry out the queued steps, oldest first, until `budget` is spent; between two
+        agents, detect the ones that fell due while they ran. Returns how many agents that
+        detection looked at."""
+        start = now
+        looked = 0
+        while self._queue:
+            (agent, incident, steps, last), at = self._queue.popleft()
+            self._waiting.discard(agent)
+            if self._current(agent, incident):
+                try:
+                    for step in steps:
+                        self.executor.carry_out(agent, incident, step, at, last)
+                except Exception:
+                    self._step_failed(agent, at)
+            later = self.timeline.now()
+            if later > now:
+                more = self._due(later)
+                if more:
+                    looked += len(more)
+                    self._enqueue(self._detect(more, later), later)
+                    self.breakers.judge(later)
+                now = later
+            if budget is not None and now - start >= budget:
+                break
         return looked
+
+    def _current(self, agent: str, incident: Incident) -> bool:
+        """Whether the incident the queued steps were decided for is still open: an agent
+        that came back, or was resolved, while they waited gets none of them."""
+        open_now = self.monitor.incident(agent)
+        return open_now is not None and open_now.opened_at == incident.opened_at
+
+    def _enqueue(self, found: list[_Acting], at: float) -> None:
+        for act in found:
+            self._queue.append((act, at))
+            self._waiting.add(act[0])
 
     def _detect(self, due: list[str], now: float) -> list[_Acting]:
         """Decide and report the stalls of `due`; returns the steps left to carry out."""
@@ -199,12 +226,13 @@ class Engine:
                 acting.append(decided)
         return acting
 
-    def _due_between(self, now: float, waiting: set[str]) -> list[str]:
-        """Agents due at `now`; one whose earlier steps still wait is looked at next step."""
+    def _due(self, now: float) -> list[str]:
+        """Agents due at `now`; one whose earlier steps still wait is looked at a tick later,
+        when they have run (not at once: a long queue must not be walked after every action)."""
         out = []
         for agent in self.monitor.due(now):
-            if agent in waiting:
-                self.monitor.defer(agent, now)
+            if agent in self._waiting:
+                self.monitor.defer(agent, now + self.config.tick)
             else:
                 out.append(agent)
         return out

@@ -116,6 +116,57 @@ class TestMassStall:
         assert executor.counters.heal_actions == 3
         assert [r.attempts for r in rig.log.open_incidents()] == [1, 1, 1]
 
+    def _slow_heals(self, rig: Rig, seconds: float) -> None:
+        executor = rig.engine.executor
+        plain = executor.carry_out
+
+        def slow(agent: str, incident: Any, step: Any, now: float, last: float) -> None:
+            plain(agent, incident, step, now, last)
+            if type(step).__name__ == "HealAttempt":
+                rig.clock.advance(seconds)
+
+        executor.carry_out = slow  # type: ignore[method-assign]
+
+    def test_a_step_spends_its_budget_and_leaves_the_rest_pending(self, tmp_path: Path
+                                                                  ) -> None:
+        """issue #16: a mass stall's actions do not all run in one step; the loop gets back
+        to its events and pings between them, and every stall is detected at once."""
+        rig = Rig(tmp_path)
+        for n in range(1, 6):
+            rig.workspace.add(f"Agent-{n}", rig.clock.now())
+        rig.engine.start()
+        self._slow_heals(rig, 0.04)
+        rig.clock.advance(HEAL + 0.01)
+        with capture_logs() as logs:
+            rig.engine.step(budget=0.1)
+        assert len([e for e in logs if e["event"] == "stall_detected"]) == 5
+        assert len([e for e in logs if e["event"] == "heal_action"]) == 3  # 0.04 s each
+        assert rig.engine.pending() == 2
+        with capture_logs() as logs:
+            rig.engine.step(budget=0.1)
+        assert [e["agent"] for e in logs if e["event"] == "heal_action"] == [
+            "Agent-4", "Agent-5"]
+        assert rig.engine.pending() == 0
+        assert rig.engine.executor.counters.heal_actions == 5
+
+    def test_an_agent_back_before_its_turn_is_spared_the_action(self, tmp_path: Path
+                                                              ) -> None:
+        rig = Rig(tmp_path)
+        rig.workspace.add("Agent-1", rig.clock.now())
+        rig.workspace.add("Agent-2", rig.clock.now())
+        rig.engine.start()
+        self._slow_heals(rig, 0.2)
+        rig.clock.advance(HEAL + 0.01)
+        rig.engine.step(budget=0.1)
+        assert rig.engine.pending() == 1
+        rig.engine.observe("Agent-2", rig.clock.monotonic())  # back while it waited
+        with capture_logs() as logs:
+            rig.engine.step(budget=0.1)
+        assert not [e for e in logs if e["event"] == "heal_action"]
+        assert rig.engine.pending() == 0
+        assert rig.engine.executor.counters.heal_actions == 1
+        assert rig.engine.monitor.incident("Agent-2") is None
+
 
 class TestView:
     def test_stalled_names_the_pipeline_by_the_policy(self, tmp_path: Path) -> None:
