@@ -37,6 +37,7 @@ from healer.history import History
 from healer.pipelines import recovery
 from healer.pipelines.healing import ActionOutcome, Context, apply_rung
 from healer.pipelines.messages import escalation_marker
+from healer.pipelines.recovery import MAX_CANDIDATES
 from healer.ports import Clock, Counters, StatusStore
 from healer.timeline import to_wall
 
@@ -91,6 +92,7 @@ class Executor:
         self._commands = commands
         self.counters = Counters()
         self._counted: dict[str, float] = {}  # agent -> opened_at of the incident counted
+        self._ranked: tuple[float, list[str] | None] = (0.0, None)  # see _active_agents
         # `check` reports what it did; a daemon must not keep every action of its lifetime.
         self.actions: list[ActionReport] | None = [] if keep_actions else None
 
@@ -266,14 +268,18 @@ class Executor:
             self.actions.append(ActionReport(agent, outcome.action, outcome.ok, pipeline))
 
     def _active_agents(self, exclude: str) -> list[str]:
-        """Agents without an incident, most recently active first."""
+        """Agents without an incident, most recently active first. Ranked once a tick: a
+        stall of thousands reassigns thousands of times, and ranking 10,000 agents for each
+        made that quadratic (a candidate a tick stale is still read before it is picked)."""
         now = self._clock.monotonic()
-        monitor = self._monitor
-        rows = [
-            (t, a) for a, t in monitor.table.items()
-            if a != exclude and monitor.stage(a, now) is Stage.ACTIVE
-        ]
-        return [a for _, a in sorted(rows, reverse=True)]
+        at, ranked = self._ranked
+        if ranked is None or not 0 <= now - at < self.config.tick:
+            monitor = self._monitor
+            rows = [(t, a) for a, t in monitor.table.items()
+                    if monitor.stage(a, now) is Stage.ACTIVE]
+            ranked = [a for _, a in sorted(rows, reverse=True)]
+            self._ranked = (now, ranked)
+        return [a for a in ranked[:MAX_CANDIDATES + 1] if a != exclude][:MAX_CANDIDATES]
 
     def _reassign(self, ctx: Context) -> ActionOutcome:
         return recovery.reassign_tasks(
