@@ -1,7 +1,8 @@
 """`healer watch`: the main loop. Small steps that each say whether they did work; the loop
 is an iterator a test can step; signals only set flags (on healer.signals' thread); the
 sleep is an interruptible wait. Every interval is paced on the monotonic clock, the
-engine's."""
+engine's. Past 300 lines: each thing a step does (events, root, scan, actions, sweep, prune,
+pings) is a few lines, and they read best in their order, in one place."""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ class Daemon:
         self._last_ping = 0.0
         self._last_prune = 0.0
         self._root_id: tuple[int, int] | None = None
+        self._scan_started = 0.0
 
     # -- signals --------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -150,8 +152,10 @@ class Daemon:
         # Watch first, then scan: a write landing between the two is seen by one of them.
         self._root_id = _identity(self.config.workspaces)
         self.watcher.start()
-        agents = self.engine.start()
-        now = self.clock.monotonic()
+        # Every event counts from here; the agents' scan follows in the first steps, so a
+        # large swarm is watched at once (issue #16). Until its scan, an agent has no timer.
+        agents = self.engine.begin()
+        self._scan_started = now = self.clock.monotonic()
         self._last_sweep = self._last_prune = now
         log.info(
             "watch_started", workspaces=str(self.config.workspaces), agents=agents,
@@ -193,8 +197,8 @@ class Daemon:
             yield self.step()
 
     def _sleep(self) -> None:
-        if self.engine.pending():
-            return  # actions wait for their turn: straight back, events first
+        if self.engine.pending() or self.engine.starting():
+            return  # actions or scans wait for their turn: straight back, events first
         tick = self.config.tick
         now = self.clock.monotonic()
         # Wake on the next tick boundary, or at once when events arrive.
@@ -223,6 +227,8 @@ class Daemon:
             self.watcher.restart()
             self.engine.rescan()
             did = True
+        if self.engine.starting():
+            did |= self._scan_some()
         did |= self.engine.finish_commands() > 0  # a rung that ended lets its agent go on
         now = self.clock.monotonic()
         did |= self.engine.step(now, budget=min(self.config.tick, ACTION_BUDGET)) > 0
@@ -243,6 +249,13 @@ class Daemon:
         # the pings by its start would send two of them back to back after it.
         self._ping(self.clock.monotonic())
         return did
+
+    def _scan_some(self) -> bool:
+        self.engine.start_some(min(self.config.tick, ACTION_BUDGET))
+        if not self.engine.starting():
+            log.info("scan_finished", agents=len(self.engine.monitor.table),
+                     seconds=round(self.clock.monotonic() - self._scan_started, 3))
+        return True
 
     def _follow_root(self) -> bool:
         """The root deleted, or renamed away and another made in its place: inotify then

@@ -95,11 +95,32 @@ class Engine:
         """The breaker from the history first (an incident carried over from a flapping
         agent must not resume its ladder), then the agents, then what their heartbeats say;
         returns how many there are."""
+        listed = self.begin()
+        self.start_some()
+        return listed
+
+    def begin(self) -> int:
+        """start() in parts, for `watch`: the history and the list of agents now, their
+        scan by start_some (in budgets, from the loop). Returns how many agents there are."""
         now = self.timeline.now()
         self.breakers.restore(self.history.incident_spans(now - lookback(self.config)), now)
-        agents = self.tracker.start()
-        self.beats.start()
-        return agents
+        listed = self.tracker.begin()
+        self.beats.begin()
+        return listed
+
+    def starting(self) -> bool:
+        """Whether agents begin() listed are still to be scanned."""
+        return self.tracker.starting()
+
+    def start_some(self, budget: float | None = None) -> int:
+        """Scan begin()'s agents for up to `budget` seconds; returns how many it took up."""
+        if not self.tracker.starting():
+            return 0
+        added = self.tracker.start_some(budget)
+        self.beats.started(added)
+        if not self.tracker.starting():
+            self.beats.finish()
+        return len(added)
 
     def reload(self, config: Config) -> None:
         """New config, same state: incidents, attempts and counters carry over."""

@@ -1,7 +1,8 @@
 """Waiting and done in the engine (SPEC §12, §17): heartbeat.json read when the agent writes
 it, looked at again before a stall and in the sweep; the agent's hold kept in the monitor
 (no detection while it holds), its waits on record, and each wait's one alert. Times are the
-engine's (monotonic); a beat the events missed is placed by the tracker's re-stat."""
+engine's (monotonic); a beat the events missed is placed by the tracker's re-stat.
+Past 300 lines: reading a beat, holding on it and its waits' records are one state."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class Heartbeats:
         # the table another way (a rescan) is newer than this, and ends the hold.
         self._seen: dict[str, float] = {}
         self._invalid: set[str] = set()  # agents whose bad heartbeat.json was logged
+        self._rows: dict[str, CarriedWait] = {}  # open waits on record, until start-up ends
 
     # -- reading -----------------------------------------------------------------------------
     def _look(self, agent: str) -> tuple[bool, Signal, str | None, float | None]:
@@ -104,12 +106,25 @@ class Heartbeats:
     def start(self) -> None:
         """After the start-up scan: each agent's heartbeat read once, its hold taken up when
         the beat is its newest activity; a wait open on record resumes where it was."""
-        rows = self._history.open_waits()
-        for agent, last in self._monitor.table.items():
-            self._adopt(agent, last, rows.pop(agent, None))
+        self.begin()
+        self.started(list(self._monitor.table))
+        self.finish()
+
+    def begin(self) -> None:
+        self._rows = self._history.open_waits()
+
+    def started(self, agents: list[str]) -> None:
+        """Agents the start-up scan took up (watch spreads it over steps)."""
+        for agent in agents:
+            last = self._monitor.table.get(agent)
+            if last is not None:
+                self._adopt(agent, last, self._rows.pop(agent, None))
+
+    def finish(self) -> None:
         now = self._time.now()
-        for row in rows.values():  # the agent's folder is gone
+        for row in self._rows.values():  # the agent's folder is gone
             self._history.close_wait(row.id, now)
+        self._rows = {}
 
     def added(self, agent: str) -> None:
         """An agent found at runtime: its heartbeat is read, and holds if it is the newest."""

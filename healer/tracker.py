@@ -5,6 +5,7 @@ from the start-up scan, the events, the reconcile sweep and the history, on the 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -14,7 +15,7 @@ from healer.core.activity import merged_last_activity
 from healer.core.model import IncidentOutcome
 from healer.core.monitor import Monitor
 from healer.core.policy import Incident, Policy
-from healer.history import History, incident_from_row
+from healer.history import History, Loaded, incident_from_row
 from healer.ports import IncidentRecord, StatusStore, WorkspaceReader
 from healer.timeline import FileTimes, Timeline
 
@@ -65,20 +66,50 @@ class Tracker:
         self._ends = ends
         # Only an engine that may write cleans up after a crashed one (a read-only check not).
         self._cleans_temps = cleans_temps
+        # The start-up scan, which `watch` spreads over its first steps (begin, start_some).
+        self._loaded: Loaded | None = None
+        self._carried: dict[str, IncidentRecord] = {}
+        self._pending: deque[str] = deque()
 
     def start(self) -> int:
         """Initial scan: every agent's last activity from its files and the history."""
-        loaded = self._history.load()
-        carried = dict(loaded.open_incidents)
-        for agent in self._workspace.agents():
+        self.begin()
+        self.start_some()
+        return len(self._monitor.table)
+
+    def begin(self) -> int:
+        """The history and the list of agents; start_some scans them. Returns how many."""
+        self._loaded = self._history.load()
+        self._carried = dict(self._loaded.open_incidents)
+        self._pending = deque(self._workspace.agents())
+        return len(self._pending)
+
+    def starting(self) -> bool:
+        return bool(self._pending) or self._loaded is not None
+
+    def start_some(self, budget: float | None = None) -> list[str]:
+        """Scan the agents begin() listed, until `budget` seconds are spent (None: all);
+        returns the ones taken up. The last call closes the incidents of folders gone."""
+        loaded = self._loaded
+        if loaded is None:
+            return []
+        began = self._time.now()
+        added: list[str] = []
+        while self._pending:
+            agent = self._pending.popleft()
             if self._cleans_temps:
                 self._files.remove_stale_temps(agent, STALE_TEMP_AGE)
-            self.add_agent(agent, loaded.last_activities.get(agent), carried.pop(agent, None),
-                           starting=True)
+            if self.add_agent(agent, loaded.last_activities.get(agent),
+                              self._carried.pop(agent, None), starting=True):
+                added.append(agent)
             self._honour_resolve(agent, loaded.resolved.get(agent))
-        for row in carried.values():  # the agent's folder is gone
+            if budget is not None and self._time.now() - began >= budget:
+                return added
+        for row in self._carried.values():  # the agent's folder is gone
             self._history.close_row(row.id, IncidentOutcome.RESOLVED)
-        return len(self._monitor.table)
+        self._loaded = None
+        self._carried = {}
+        return added
 
     def _honour_resolve(self, agent: str, resolved_at: float | None) -> None:
         """An operator resolved this agent while no daemon ran: like a running daemon, wait
@@ -146,7 +177,7 @@ class Tracker:
     def reconcile(self) -> tuple[int, int]:
         """List the root for agents whose creation or removal was missed; cheap by design:
         one directory listing, no per-agent I/O for the agents already known."""
-        present = set(self._workspace.agents())
+        present = set(self._workspace.agents()).difference(self._pending)  # not yet scanned
         known = set(self._monitor.table)
         added = removed = 0
         for agent in sorted(present - known):

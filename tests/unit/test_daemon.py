@@ -122,9 +122,23 @@ class TestStepping:
         assert rig.notifier.messages[:2] == ["READY=1", "STATUS=watching 2 agents"]
 
     def test_a_step_without_work_says_so(self, rig: Rig) -> None:
-        """A step with nothing queued and nothing due yields False."""
+        """A step with nothing queued and nothing due yields False (the first one scans)."""
         rig.daemon.start()
+        assert rig.tick() is True
         assert rig.tick() is False
+
+    def test_the_agents_are_scanned_by_the_first_steps_not_before_ready(self, rig: Rig
+                                                                        ) -> None:
+        """issue #16: READY and watch_started come once the events are watched; the scan
+        follows in the loop (spread over steps by its budget), then scan_finished."""
+        with capture_logs() as logs:
+            rig.daemon.start()
+            assert rig.notifier.messages[0] == "READY=1"
+            assert len(rig.daemon.engine.monitor.table) == 0
+            rig.tick()
+        assert set(rig.daemon.engine.monitor.table) == {"Agent-1", "Agent-2"}
+        assert events(logs, "scan_finished")[0]["agents"] == 2
+        assert not rig.daemon.engine.starting()
 
     def test_a_silent_agent_is_healed_and_recovers_on_its_own_write(self, rig: Rig) -> None:
         """Time moves only when the test says: the stall lands within a tick of heal_after,
@@ -221,6 +235,7 @@ class TestBeats:
         """Unmarked, the change is activity of another file: nothing reads the beat until
         the agent's silence comes due, and then the beat is found and holds."""
         rig.daemon.start()
+        rig.tick()  # the start-up scan: the beat below is written after it
         rig.workspace.write_beat("Agent-1", '{"state": "waiting"}', rig.clock.now())
         rig.events.push("Agent-1", rig.clock.monotonic())
         rig.tick()
