@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import suppress
 
 import structlog
 from watchdog.observers.inotify_c import (
@@ -45,26 +46,31 @@ _KIND = {_MODIFY: EventKind.MODIFIED, _ATTRIB: EventKind.ATTRIB,
          _CLOSE_WRITE: EventKind.CLOSED_WRITE, _CREATE: EventKind.CREATED,
          _DELETE: EventKind.DELETED}
 _LEDGER_KINDS = (EventKind.CREATED, EventKind.MODIFIED, EventKind.CLOSED_WRITE)
-# After each read the reader waits before the next, so a stream of events is read (and the
-# main loop woken) in batches, not one at a time: each wake-up and read costs far more than
-# an event does. The wait grows with the batch just read, from a trickle's 1 ms to 20 ms
-# past about 5,000 events/s, and bounds how late an event reaches the table (far under a
-# tick; the stall re-stat makes lateness harmless anyway).
+# After each read the reader waits before the next, so events are read (and the loop woken)
+# in batches: a wake-up costs far more than an event. The wait grows with the batch, from
+# 1 ms to 20 ms past ~5,000 events/s: far under a tick (and the stall re-stat covers it).
 COALESCE = 0.001
 COALESCE_MAX = 0.020
 COALESCE_PER_EVENT = 0.0002
-# A batch this large means the kernel queue had more: a rename's IN_MOVED_FROM that ends
-# it is kept for the next read, which follows at once, rather than taken for a deletion.
+# A batch this large means the kernel queue had more: a rename's IN_MOVED_FROM ending it
+# waits for the next read (at once), rather than being taken for a deletion.
 _BACKLOG = 1024
 _CACHE_MAX = 65_536
 
-# (agent, activity, absolute path to ask the self-write ledger about, or None)
 # What an event says of an agent, as flags: ACTIVITY (the agent's own work) and BEAT (its
 # heartbeat.json, which the daemon then reads); one int, so a batch merges them with `|`.
 ACTIVITY, BEAT = 1, 2
-Obs = tuple[str, int, str | None]
+Obs = tuple[str, int, str | None]  # agent, flags, a path for the self-write ledger or None
 Emit = Callable[[list[tuple[str, int]], list[tuple[str, FolderEvent]], float], None]
 Classifier = Callable[[str, EventKind, str | None], tuple[Obs, ...]]
+
+
+def _no_subfolders(path: str) -> bool:
+    """Links are 2 + subfolders where kept (ext4, xfs, tmpfs; btrfs says 1: listed). Stat'd
+    once watched, so a subfolder made since is an event: a stat instead of a listing."""
+    with suppress(OSError):
+        return os.stat(path, follow_symlinks=False).st_nlink == 2
+    return False
 
 
 class InotifyReader:
@@ -119,6 +125,8 @@ class InotifyReader:
             path, here = stack.pop()
             if here and self._add(path, here) is None:
                 continue
+            if found is None and here and _no_subfolders(path):
+                continue  # watched, with nothing under it to watch: half a swarm's folders
             try:
                 with os.scandir(path) as entries:
                     for entry in entries:

@@ -175,6 +175,8 @@ class Scanner:
                 continue
             if include_dirs and count_self:
                 yield st.st_mtime
+            if not files and st.st_nlink == 2:
+                continue  # no subfolder (the link count says, where kept): nothing to list
             try:
                 with os.scandir(path) as entries:
                     for entry in entries:
