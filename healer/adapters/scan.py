@@ -7,6 +7,8 @@ from __future__ import annotations
 import enum
 import os
 import stat
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,13 @@ IsSelf = Callable[[str, os.stat_result], bool]
 # A devlogs tree deeper or larger than this is someone else's problem; the newest mtime
 # among what was read is still a lower bound, which can only make an agent look older.
 _MAX_ENTRIES = 20_000
+# A re-stat before each stall lists an agent's folders again; a folder that has not changed
+# since its last listing (same inode and mtime) is not listed again, its files only stat'd:
+# at 10,000 agents stalling at once, a listing is five syscalls per folder (issue #16).
+_LISTING_MAX = 64  # names; a larger folder is listed each time, not kept
+_LISTINGS_MAX = 100_000
+_SETTLED_NS = 1_000_000_000
+_Listing = tuple[tuple[str, ...], tuple[str, ...]]
 
 
 class StatusLink(enum.Enum):
@@ -70,6 +79,8 @@ class Scanner:
         self.inbox_mode = inbox_mode
         self.is_self = is_self
         self.max_status_bytes = max_status_bytes
+        # folder path -> (inode, mtime_ns, folder names, file names, files listed)
+        self._listings: dict[str, tuple[int, int, tuple[str, ...], tuple[str, ...], bool]] = {}
 
     def agents(self) -> list[str]:
         """Agent folders under the root: real directories (not symlinks) matching the pattern."""
@@ -177,22 +188,59 @@ class Scanner:
                 yield st.st_mtime
             if not files and st.st_nlink == 2:
                 continue  # no subfolder (the link count says, where kept): nothing to list
-            try:
-                with os.scandir(path) as entries:
-                    for entry in entries:
-                        budget -= 1
-                        if budget <= 0:
-                            break
-                        if is_own_temp_name(entry.name):
-                            continue
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append((entry.path, True))
-                        elif files and entry.is_file(follow_symlinks=False):
-                            est = entry.stat(follow_symlinks=False)
-                            if not self.is_self(entry.path, est):
-                                yield est.st_mtime
-            except OSError:
-                continue
+            listed = self._listed(path, st, files)
+            if listed is None:
+                listed = self._list(path, st, files, budget)
+            dirs, regular = listed
+            budget -= len(dirs) + len(regular)
+            stack.extend((f"{path}/{name}", True) for name in dirs)
+            for name in regular:
+                file = f"{path}/{name}"
+                try:
+                    est = os.lstat(file)
+                except OSError:
+                    continue  # gone since the listing
+                if stat.S_ISREG(est.st_mode) and not self.is_self(file, est):
+                    yield est.st_mtime
+
+    def _listed(self, path: str, st: os.stat_result, files: bool) -> _Listing | None:
+        """The names a listing of `path` found, if the folder has not changed since."""
+        known = self._listings.get(path)
+        if known is None or known[0] != st.st_ino or known[1] != st.st_mtime_ns:
+            return None
+        if files and known[4] is False:
+            return None  # listed for its folders only
+        return known[2], known[3]
+
+    def _list(self, path: str, st: os.stat_result, files: bool, budget: int) -> _Listing:
+        dirs: list[str] = []
+        regular: list[str] = []
+        complete = True
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget <= 0:
+                        complete = False
+                        break
+                    if is_own_temp_name(entry.name):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.append(sys.intern(entry.name))
+                    elif files and entry.is_file(follow_symlinks=False):
+                        regular.append(sys.intern(entry.name))
+        except OSError:
+            return (), ()
+        listing = (tuple(dirs), tuple(regular))
+        # A folder's mtime moves when a name in it comes or goes, but within one tick of the
+        # file system's clock two changes share it: only a listing taken well after the
+        # last change is kept (as git keeps its index entries "racily clean").
+        small = complete and len(dirs) + len(regular) <= _LISTING_MAX
+        if small and st.st_mtime_ns < time.time_ns() - _SETTLED_NS:
+            if len(self._listings) >= _LISTINGS_MAX:
+                self._listings.clear()  # folders of agents long gone: start over
+            self._listings[path] = (st.st_ino, st.st_mtime_ns, *listing, files)
+        return listing
 
     def read_status(self, agent: str) -> StatusRead | None:
         """status.json as the writer's own reader sees it, read through a followed symlink;

@@ -192,3 +192,52 @@ class TestSymlinkedStatus:
         make_agent(root, "Agent-1")
         found = scanner(root).scan("Agent-1", time.time())
         assert found is not None and found.status_link is None
+
+
+class TestListingsKept:
+    """A re-stat does not list a folder again when its inode and mtime say nothing came or
+    went since a listing taken well after its last change (issue #16)."""
+
+    def _old(self, folder: Path, *files: Path) -> None:
+        for path in (*files, folder):
+            aged(path, 7200)
+
+    def test_a_file_made_in_a_listed_folder_is_found(self, root: Path) -> None:
+        folder = make_agent(root, "Agent-1")
+        devlogs = folder / "devlogs"
+        self._old(devlogs, folder / "status.json")
+        scan = scanner(root)
+        before = scan.scan("Agent-1", 1e12)
+        assert before is not None
+        assert scan.scan("Agent-1", 1e12) == before  # from the kept listing
+        (devlogs / "new.md").write_text("x")  # a name came: the folder's mtime moved
+        after = scan.scan("Agent-1", 1e12)
+        assert after is not None and after.last_activity is not None
+        assert before.last_activity is not None and after.last_activity > before.last_activity
+
+    def test_an_append_to_a_listed_file_is_found(self, root: Path) -> None:
+        folder = make_agent(root, "Agent-1")
+        log = folder / "devlogs" / "a.md"
+        log.write_text("x")
+        self._old(folder / "devlogs", log, folder / "status.json")
+        scan = scanner(root)
+        scan.scan("Agent-1", 1e12)
+        with log.open("a") as f:
+            f.write("more")
+        found = scan.scan("Agent-1", 1e12)
+        assert found is not None and found.last_activity == log.stat().st_mtime
+
+    def test_a_folder_changed_just_now_is_listed_again(self, root: Path) -> None:
+        """Two changes within one tick of the file system's clock share an mtime: a
+        listing of a folder changed a moment ago is never kept."""
+        folder = make_agent(root, "Agent-1")
+        devlogs = folder / "devlogs"
+        aged(folder / "status.json", 7200)
+        mtime_ns = devlogs.stat().st_mtime_ns  # changed just now (made by make_agent)
+        scan = scanner(root)
+        scan.scan("Agent-1", 1e12)
+        (devlogs / "new.md").write_text("x")
+        os.utime(devlogs, ns=(mtime_ns, mtime_ns))  # the same tick: the mtime did not move
+        found = scan.scan("Agent-1", 1e12)
+        assert found is not None
+        assert found.last_activity == (devlogs / "new.md").stat().st_mtime
