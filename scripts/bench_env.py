@@ -101,6 +101,7 @@ class Daemon:
     records: list[dict[str, Any]] = field(default_factory=list)
     spawned: float = 0.0
     started: float | None = None  # seconds from spawn to `watch_started`
+    scanned: float | None = None  # ... and to `scan_finished`
     port: int | None = None
     workdir: Path = BENCH  # its config file and working directory
 
@@ -130,6 +131,9 @@ class Daemon:
         self._reader.start()
         record = self.wait_for("watch_started", timeout)
         self.started = record["_mono"] - self.spawned
+        # The agents' scan follows watch_started in the daemon's first steps: every figure
+        # is measured from a daemon done with it (the start-up figure reports both).
+        self.scanned = self.wait_for("scan_finished", timeout)["_mono"] - self.spawned
         port = next((r.get("port") for r in self.records if r["event"] == "metrics_started"),
                     None)
         if port:

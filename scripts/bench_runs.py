@@ -186,14 +186,15 @@ def drop_caches() -> bool:
 
 
 def startup(size: int) -> dict[str, Any]:
-    """Spawn to watch_started on a cold cache, then again warm; the poller's first cycle
-    (it knows nothing before it) the same two ways."""
+    """Spawn to watch_started (every folder watched) and to scan_finished (every agent's
+    timer set) on a cold cache, then again warm; the poller's first cycle (it knows
+    nothing before it) the same two ways."""
     root = build_workspace(size)
     out: dict[str, Any] = {"agents": size, "cold_cache": drop_caches()}
-    with Daemon(root, heal_after=FAR, recover_after=2 * FAR, metrics=False).start() as d:
-        out["cold_s"] = d.started
-    with Daemon(root, heal_after=FAR, recover_after=2 * FAR, metrics=False).start() as d:
-        out["warm_s"] = d.started
+    for key in ("cold", "warm"):
+        with Daemon(root, heal_after=FAR, recover_after=2 * FAR, metrics=False).start() as d:
+            out[f"{key}_s"] = d.started  # watching: every folder, every event from here
+            out[f"{key}_scanned_s"] = d.scanned  # every agent's timer set
     names = agent_names(size)
     for key in ("poller_cold_s", "poller_warm_s"):
         if key == "poller_cold_s" and not drop_caches():

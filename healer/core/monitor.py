@@ -98,6 +98,10 @@ class Monitor:
                 out.append(agent)
         return out
 
+    def upcoming(self, after: float, until: float) -> list[str]:
+        """Agents whose timer fires in (after, until]: read ahead of their decision."""
+        return self.wheel.upcoming(after, until)
+
     def evaluate(
         self, agent: str, now: float, lease_until: float | None = None, *, acting: bool = True
     ) -> Decision:

@@ -65,6 +65,17 @@ class TimerWheel(Generic[K]):
         fired.sort(key=lambda item: item[0])
         return [key for _, key in fired]
 
+    def upcoming(self, after: float, until: float) -> list[K]:
+        """The keys whose deadline lies in (after, until], without firing them."""
+        out: list[K] = []
+        first = max(self._tick_of(after), self._cursor)
+        last = min(self._tick_of(until), first + len(self._slots) - 1)
+        for n in range(first, last + 1):
+            for key, deadline in self._slots[n % len(self._slots)]:
+                if after < deadline <= until and self._deadline.get(key) == deadline:
+                    out.append(key)
+        return out
+
     def _fire_slot(self, index: int, now: float, fired: list[tuple[float, K]]) -> None:
         slot = self._slots[index]
         if not slot:

@@ -165,6 +165,10 @@ class WorkspaceReader(Protocol):
 
     def heartbeat(self, agent: str, known: Identity | None) -> HeartbeatRead: ...
 
+    def prefetch(self, agents: list[str]) -> None:
+        """A hint: these agents are decided soon; start reading what that will read."""
+        ...
+
 
 class Change(Protocol):
     """One thing the event source saw: activity of an agent (or not), or an agent folder

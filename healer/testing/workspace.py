@@ -99,6 +99,7 @@ class MemoryWorkspace:
 
     def __init__(self, files: MemoryStatusStore | None = None) -> None:
         self.files = files if files is not None else MemoryStatusStore()
+        self.prefetched: list[str] = []  # the hints of Engine's read-ahead, in order
         self._agents: dict[str, tuple[float | None, float]] = {}  # last activity, created
         self._beats: dict[str, tuple[bytes, float, int]] = {}  # data, mtime, version
         self._versions = 0
@@ -138,6 +139,9 @@ class MemoryWorkspace:
         doc = self.files.docs.get(agent)
         until = parse_busy_until(doc) if doc is not None else None
         return None if until is None else min(until, written_at + max_lease)
+
+    def prefetch(self, agents: list[str]) -> None:
+        self.prefetched.extend(agents)
 
     def heartbeat(self, agent: str, known: Identity | None) -> _Beat:
         entry = self._beats.get(agent)

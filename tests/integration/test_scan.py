@@ -241,3 +241,23 @@ class TestListingsKept:
         found = scan.scan("Agent-1", 1e12)
         assert found is not None
         assert found.last_activity == (devlogs / "new.md").stat().st_mtime
+
+
+class TestPrefetch:
+    def test_a_hint_reads_nothing_and_never_hangs_or_follows(self, root: Path, tmp_path: Path
+                                                             ) -> None:
+        """prefetch only asks the kernel to read ahead: a FIFO, a symlink out of the root,
+        a missing folder are passed over without blocking or raising."""
+        make_agent(root, "Agent-1")
+        fifo = make_agent(root, "Agent-2") / "status.json"
+        fifo.unlink()
+        os.mkfifo(fifo)
+        outside = tmp_path / "outside.json"
+        outside.write_text("{}")
+        link = make_agent(root, "Agent-3") / "status.json"
+        link.unlink()
+        link.symlink_to(outside)
+        before = os.stat(outside).st_atime_ns
+        scanner(root).prefetch(["Agent-1", "Agent-2", "Agent-3", "Agent-404"])
+        assert os.stat(outside).st_atime_ns == before
+        assert scanner(root).lease("Agent-1", 1e12, 0.0) is None

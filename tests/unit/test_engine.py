@@ -167,6 +167,25 @@ class TestMassStall:
         assert rig.engine.executor.counters.heal_actions == 1
         assert rig.engine.monitor.incident("Agent-2") is None
 
+    def test_the_agents_about_to_fall_due_are_read_ahead_once(self, tmp_path: Path) -> None:
+        """Two to three ticks before its decision an agent is named to the workspace (which
+        starts reading its status.json), and only once however many steps look ahead."""
+        rig = Rig(tmp_path)
+        rig.workspace.add("Agent-1", rig.clock.now())
+        rig.clock.advance(1.0)
+        rig.workspace.add("Agent-2", rig.clock.now())
+        now = rig.clock.monotonic()
+        due = {"Agent-1": now - 1.0 + HEAL, "Agent-2": now + HEAL}
+        rig.engine.start()
+        named: dict[str, float] = {}
+        while rig.clock.monotonic() < due["Agent-2"]:
+            rig.run(TICK)
+            for agent in rig.workspace.prefetched:
+                named.setdefault(agent, rig.clock.monotonic())
+        assert sorted(rig.workspace.prefetched) == ["Agent-1", "Agent-2"]
+        for agent, at in named.items():
+            assert 2 * TICK - 1e-6 <= due[agent] - at <= 3 * TICK + 1e-6, agent
+
 
 class TestView:
     def test_stalled_names_the_pipeline_by_the_policy(self, tmp_path: Path) -> None:

@@ -98,3 +98,16 @@ class TestTimerWheel:
         for key, fired_at in seen.items():
             assert fired_at >= START + deadlines[key]
             assert fired_at < START + deadlines[key] + step + 1e-9
+
+
+class TestUpcoming:
+    def test_it_names_the_timers_of_a_window_without_firing_them(self) -> None:
+        wheel: TimerWheel[str] = TimerWheel(0.5, 0.0, slots=8)
+        wheel.schedule("a", 1.2)
+        wheel.schedule("b", 1.9)
+        wheel.schedule("c", 9.0)  # past the window, in a slot the window also covers (mod 8)
+        wheel.schedule("d", 0.7)
+        wheel.schedule("d", 5.0)  # re-armed: its old entry is stale
+        assert sorted(wheel.upcoming(1.0, 2.0)) == ["a", "b"]
+        assert wheel.upcoming(2.0, 3.0) == []
+        assert sorted(wheel.advance(2.0)) == ["a", "b"]  # nothing was fired by looking
