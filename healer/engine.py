@@ -103,9 +103,9 @@ class Engine:
         """The breaker from the history first (an incident carried over from a flapping
         agent must not resume its ladder), then the agents, then what their heartbeats say;
         returns how many there are."""
-        listed = self.begin()
+        self.begin()
         self.start_some()
-        return listed
+        return len(self.monitor.table)
 
     def begin(self) -> int:
         """start() in parts, for `watch`: the history and the list of agents now, their
