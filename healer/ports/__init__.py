@@ -165,9 +165,7 @@ class WorkspaceReader(Protocol):
 
     def heartbeat(self, agent: str, known: Identity | None) -> HeartbeatRead: ...
 
-    def prefetch(self, agents: list[str]) -> None:
-        """A hint: these agents are decided soon; start reading what that will read."""
-        ...
+    def prefetch(self, agents: list[str]) -> None: ...  # a hint: they are decided soon
 
 
 class Change(Protocol):
@@ -207,7 +205,9 @@ class EventSource(Protocol):
     @property
     def restarts(self) -> int: ...
 
-    def start(self) -> None: ...
+    def start(self, *, defer: bool = False) -> None: ...  # defer: agents by watch_agent
+
+    def watch_agent(self, agent: str) -> None: ...
 
     def alive(self) -> bool: ...
 
