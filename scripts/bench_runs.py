@@ -227,8 +227,11 @@ def detection(size: int, heal_after: float, tick: float = 1.0,
     beyond mtime + heal_after."""
     root = build_workspace(size)
     paths = [str(root / a / "devlogs" / "bench.md") for a in agent_names(size)]
-    touch_all(root, size)
+    touch_all(root, size)  # none silent at start
     with Daemon(root, heal_after=heal_after, tick=tick).start() as daemon:
+        # ... and every agent active again after the daemon's scan: on a cold cache that
+        # takes most of heal_after, and agents touched only before it would be silent.
+        touch_all(root, size)
         mtimes = staggered(paths, spread)
         _wait_until(max(mtimes.values()) + heal_after + tick + 1.0 + size / 2000)
         first = _first_stalls(daemon)
