@@ -151,10 +151,9 @@ class Daemon:
             self.metrics = self._metrics_factory(self.readings)
         # Watch first, then scan: a write landing between the two is seen by one of them.
         self._root_id = _identity(self.config.workspaces)
-        # The root now, each agent's folders just before its scan in the first steps: a
-        # write is seen by the scan or is an event, and a large swarm is ready at once
-        # (issue #16). Until its scan, an agent has no timer.
-        self.watcher.start(defer=True)
+        self.watcher.start()
+        # Every event counts from here; the agents' scan follows in the first steps, so a
+        # large swarm is watched at once (issue #16). Until its scan, an agent has no timer.
         agents = self.engine.begin()
         self._scan_started = now = self.clock.monotonic()
         self._last_sweep = self._last_prune = now
@@ -252,8 +251,7 @@ class Daemon:
         return did
 
     def _scan_some(self) -> bool:
-        self.engine.start_some(min(self.config.tick, ACTION_BUDGET),
-                               before=self.watcher.watch_agent)
+        self.engine.start_some(min(self.config.tick, ACTION_BUDGET))
         if not self.engine.starting():
             log.info("scan_finished", agents=len(self.engine.monitor.table),
                      seconds=round(self.clock.monotonic() - self._scan_started, 3))

@@ -66,7 +66,8 @@ Classifier = Callable[[str, EventKind, str | None], tuple[Obs, ...]]
 
 
 def _no_subfolders(path: str) -> bool:
-    """Links: 2 + subfolders on ext4/xfs/tmpfs (btrfs: 1); stat'd after the watch is added."""
+    """Links are 2 + subfolders where kept (ext4, xfs, tmpfs; btrfs says 1: listed). Stat'd
+    once watched, so a subfolder made since is an event: a stat instead of a listing."""
     with suppress(OSError):
         return os.stat(path, follow_symlinks=False).st_nlink == 2
     return False
@@ -164,8 +165,7 @@ class InotifyReader:
 
     def _subtree(self, rel: str) -> list[tuple[int, str]]:
         prefix = rel + "/"
-        # list() in one go: the main thread may be adding an agent's watches meanwhile.
-        return [(wd, p) for wd, p in list(self._paths.items()) if p == rel or p.startswith(prefix)]
+        return [(wd, p) for wd, p in self._paths.items() if p == rel or p.startswith(prefix)]
 
     # The WatchCallback side: InotifyFD calls these from handle_event (on this thread).
     def on_event(self, event: InotifyEvent) -> None:  # events come from read_events instead

@@ -165,7 +165,9 @@ class WorkspaceReader(Protocol):
 
     def heartbeat(self, agent: str, known: Identity | None) -> HeartbeatRead: ...
 
-    def prefetch(self, agents: list[str]) -> None: ...  # a hint: they are decided soon
+    def prefetch(self, agents: list[str]) -> None:
+        """A hint: these agents are decided soon; start reading what that will read."""
+        ...
 
 
 class Change(Protocol):
@@ -205,9 +207,7 @@ class EventSource(Protocol):
     @property
     def restarts(self) -> int: ...
 
-    def start(self, *, defer: bool = False) -> None: ...  # defer: agents by watch_agent
-
-    def watch_agent(self, agent: str) -> None: ...
+    def start(self) -> None: ...
 
     def alive(self) -> bool: ...
 

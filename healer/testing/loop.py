@@ -69,8 +69,7 @@ class FakeEvents:
         self.events_seen = 0
         self.restarts = 0
         self.dead = False
-        self.started = self.closed = self.deferred = False
-        self.watched: list[str] = []  # watch_agent's agents, in order
+        self.started = self.closed = False
 
     def push(self, agent: str, when: float, activity: bool = True,
              folder: FolderEvent | None = None, *, beat: bool = False) -> None:
@@ -78,12 +77,8 @@ class FakeEvents:
         self.changes.append(FakeChange(agent, when, activity, folder, beat))
         self.wake.set()
 
-    def start(self, *, defer: bool = False) -> None:
+    def start(self) -> None:
         self.started = True
-        self.deferred = defer
-
-    def watch_agent(self, agent: str) -> None:
-        self.watched.append(agent)
 
     def alive(self) -> bool:
         return not self.dead
