@@ -19,11 +19,13 @@ from healer.errors import ActionError, UnsafePathError
 
 __all__ = [
     "DIR_FLAGS",
+    "READ_FLAGS",
     "Identity",
     "check_name",
     "exchange",
     "fsync_dir",
     "identity_of",
+    "no_subfolders",
     "open_dirs",
     "oserrors",
     "read_all",
@@ -35,6 +37,9 @@ __all__ = [
 Identity = tuple[int, int, int]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A file healer reads and does not follow: O_NONBLOCK, so a FIFO planted in its place
+# cannot hang the daemon on open().
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _RENAME_EXCHANGE = 2
 
@@ -129,6 +134,12 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def no_subfolders(st: os.stat_result) -> bool:
+    """A folder's link count is 2 plus its subfolders on the file systems that keep it
+    (ext4, xfs, tmpfs); btrfs and others say 1, and must be listed to know."""
+    return st.st_nlink == 2
 
 
 def read_all(fd: int, limit: int, size_hint: int | None = None) -> bytes:

@@ -22,6 +22,7 @@ from watchdog.observers.inotify_c import (
     WatchDescriptor,
 )
 
+from healer.adapters.fsops import no_subfolders
 from healer.core.classify import classify
 from healer.core.model import EventKind, FolderEvent, InboxMode
 
@@ -66,10 +67,9 @@ Classifier = Callable[[str, EventKind, str | None], tuple[Obs, ...]]
 
 
 def _no_subfolders(path: str) -> bool:
-    """Links are 2 + subfolders where kept (ext4, xfs, tmpfs; btrfs says 1: listed). Stat'd
-    once watched, so a subfolder made since is an event: a stat instead of a listing."""
+    """fsops.no_subfolders of `path`, stat'd once watched: a subfolder made since is an event."""
     with suppress(OSError):
-        return os.stat(path, follow_symlinks=False).st_nlink == 2
+        return no_subfolders(os.stat(path, follow_symlinks=False))
     return False
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healer.adapters.beatfile import BeatFile, Identity, read_heartbeat
-from healer.adapters.fsops import DIR_FLAGS
+from healer.adapters.fsops import DIR_FLAGS, READ_FLAGS, no_subfolders
 from healer.adapters.statusfile import StatusRead, parse_snapshot, read_raw
 from healer.core.heartbeat import HEARTBEAT_FILE
 from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name, is_plain_name
@@ -34,9 +34,6 @@ _LISTING_MAX = 64  # names; a larger folder is listed each time, not kept
 _LISTINGS_MAX = 100_000
 _SETTLED_NS = 1_000_000_000
 _Listing = tuple[tuple[str, ...], tuple[str, ...]]
-# A hint only, which reads nothing: a FIFO or a symlink planted as status.json is opened
-# without blocking and never followed.
-_PREFETCH_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class StatusLink(enum.Enum):
@@ -189,7 +186,7 @@ class Scanner:
                 continue
             if include_dirs and count_self:
                 yield st.st_mtime
-            if not files and st.st_nlink == 2:
+            if not files and no_subfolders(st):
                 continue  # no subfolder (the link count says, where kept): nothing to list
             listed = self._listed(path, st, files)
             if listed is None:
@@ -294,8 +291,8 @@ class Scanner:
         waiting (POSIX_FADV_WILLNEED): their lease read at the stall then meets no disk.
         When thousands stall at once on a cold cache, that read was the loop's wait."""
         for agent in agents:
-            try:
-                fd = os.open(f"{self._root}/{agent}/{STATUS_FILE}", _PREFETCH_FLAGS)
+            try:  # a FIFO or a symlink there: no wait, no follow (READ_FLAGS)
+                fd = os.open(f"{self._root}/{agent}/{STATUS_FILE}", READ_FLAGS)
             except OSError:
                 continue
             try:

@@ -9,13 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healer.adapters.beatfile import write_new
-from healer.adapters.fsops import Identity, fsync_dir, identity_of, oserrors, read_all, unlink_quiet
+from healer.adapters.fsops import (
+    READ_FLAGS,
+    Identity,
+    fsync_dir,
+    identity_of,
+    oserrors,
+    read_all,
+    unlink_quiet,
+)
 from healer.errors import UsageError
 
 __all__ = ["MAX_SETTINGS_BYTES", "SettingsRead", "read_settings", "replace_settings"]
 
 MAX_SETTINGS_BYTES = 4 << 20
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +55,7 @@ def read_settings(path: Path) -> SettingsRead:
     if not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{path} is not a regular file")
     with oserrors(path):
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(path, READ_FLAGS)
         try:
             st = os.fstat(fd)
             data = read_all(fd, MAX_SETTINGS_BYTES)

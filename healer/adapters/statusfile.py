@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from healer.adapters import jsontext
-from healer.adapters.fsops import Identity, identity_of, read_all
+from healer.adapters.fsops import READ_FLAGS, Identity, identity_of, read_all
 from healer.adapters.jsontext import UTF8, TextForm
 from healer.core.model import STATUS_FILE
 from healer.errors import ActionError, UnsafePathError
@@ -37,9 +37,7 @@ __all__ = [
 
 Doc = dict[str, Any]
 
-# O_NONBLOCK: a FIFO planted as status.json must not hang the daemon on open().
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_LINKED_FLAGS = _READ_FLAGS & ~os.O_NOFOLLOW
+_LINKED_FLAGS = READ_FLAGS & ~os.O_NOFOLLOW  # only for a reader that never writes it
 _SALVAGED = ("agent_name", "current_mission")
 # json.loads accepts nesting about a thousand deep, but copying, comparing and encoding
 # such a document recurse in Python and overflow the stack long before; no status.json
@@ -105,7 +103,7 @@ def _too_deep(doc: Any, limit: int) -> bool:
 def _open(dfd: int, path: Path, follow: bool) -> tuple[int, bool]:
     """An fd of status.json and whether it came through a symlink (only when `follow`)."""
     try:
-        return os.open(STATUS_FILE, _READ_FLAGS, dir_fd=dfd), False
+        return os.open(STATUS_FILE, READ_FLAGS, dir_fd=dfd), False
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
@@ -175,7 +173,7 @@ def parse_snapshot(read: StatusRead) -> StatusRead:
 def still_same(dfd: int, name: str, snap: StatusRead, max_bytes: int) -> bool:
     """Whether `name` still holds exactly the version `snap` read (same inode and bytes)."""
     try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+        fd = os.open(name, READ_FLAGS, dir_fd=dfd)
     except OSError:
         return False
     try:
@@ -195,7 +193,7 @@ def find_copy(dfd: int, prefix: str, data: bytes) -> str | None:
         if not name.startswith(prefix):
             continue
         try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+            fd = os.open(name, READ_FLAGS, dir_fd=dfd)
         except OSError:
             continue
         try:
