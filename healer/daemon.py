@@ -231,7 +231,7 @@ class Daemon:
             did |= self._scan_some()
         did |= self.engine.finish_commands() > 0  # a rung that ended lets its agent go on
         now = self.clock.monotonic()
-        did |= self.engine.step(now, budget=min(self.config.tick, ACTION_BUDGET)) > 0
+        did |= self.engine.step(now, budget=self._budget()) > 0
         if now - self._last_sweep >= self.config.check_interval:
             self._last_sweep = now
             self.sweeps += 1
@@ -250,8 +250,11 @@ class Daemon:
         self._ping(self.clock.monotonic())
         return did
 
+    def _budget(self) -> float:
+        return min(self.config.tick, ACTION_BUDGET)
+
     def _scan_some(self) -> bool:
-        self.engine.start_some(min(self.config.tick, ACTION_BUDGET))
+        self.engine.start_some(self._budget())
         if not self.engine.starting():
             log.info("scan_finished", agents=len(self.engine.monitor.table),
                      seconds=round(self.clock.monotonic() - self._scan_started, 3))

@@ -85,7 +85,7 @@ class Tracker:
         return len(self._pending)
 
     def starting(self) -> bool:
-        return bool(self._pending) or self._loaded is not None
+        return self._loaded is not None  # set by begin(), cleared once _pending is done
 
     def start_some(self, budget: float | None = None) -> list[str]:
         """Scan the agents begin() listed, until `budget` seconds are spent (None: all);
