@@ -59,6 +59,7 @@ class Engine:
         keep_actions: bool = False,
     ) -> None:
         self.config = config
+        self._default: tuple[Config, Policy] | None = None
         self.clock = clock
         self.history = history
         self._workspace = workspace
@@ -91,13 +92,18 @@ class Engine:
 
     def policy_for(self, agent: str) -> Policy:
         c = self.config
-        return Policy(
-            heal_after=c.heal_after_for(agent),
-            recover_after=c.recover_after_for(agent),
-            max_attempts=c.max_attempts,
-            ladder=c.ladder,
-            healing_enabled=c.healing_enabled,
-        )
+        if agent not in c.agents:  # most agents: the default, built once per config
+            default = self._default
+            if default is None or default[0] is not c:
+                default = self._default = (c, self._policy(c, c.heal_after, c.recover_after))
+            return default[1]
+        return self._policy(c, c.heal_after_for(agent), c.recover_after_for(agent))
+
+    @staticmethod
+    def _policy(c: Config, heal_after: float, recover_after: float) -> Policy:
+        return Policy(heal_after=heal_after, recover_after=recover_after,
+                      max_attempts=c.max_attempts, ladder=c.ladder,
+                      healing_enabled=c.healing_enabled)
 
     def start(self) -> int:
         """The breaker from the history first (an incident carried over from a flapping

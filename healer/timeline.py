@@ -79,9 +79,13 @@ class FileTimes:
 
     def activity(self, agent: str, mtime: float | None, known: float | None) -> float | None:
         """New activity a re-stat found (the moment to record), or None (see `placed`)."""
-        places = self._timeline.places(mtime) if mtime is not None else []
-        when = placed(self._seen.get(agent), mtime, known, places, self._timeline.now())
-        self._sight(agent, mtime)
+        seen = self._seen.get(agent)
+        now = self._timeline.now()
+        if mtime is None or (seen is not None and mtime == seen.mtime):
+            when = None  # placed's first rule, before the places it needs no more of
+        else:
+            when = placed(seen, mtime, known, self._timeline.places(mtime), now)
+        self._seen[agent] = Sighting(mtime, now)
         return when
 
     def forget(self, agent: str) -> None:
