@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healer.adapters.beatfile import BeatFile, Identity, read_heartbeat
-from healer.adapters.fsops import DIR_FLAGS, READ_FLAGS, no_subfolders
-from healer.adapters.statusfile import StatusRead, parse_snapshot, read_raw
+from healer.adapters.fsops import DIR_FLAGS, no_subfolders
+from healer.adapters.leases import LeaseAhead, may_hold_lease
+from healer.adapters.statusfile import ReadKind, StatusRead, parse_snapshot, read_raw
 from healer.core.heartbeat import HEARTBEAT_FILE
 from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name, is_plain_name
 from healer.core.statusdoc import parse_busy_until
 from healer.errors import UnsafePathError
 
-__all__ = ["AgentFiles", "Scanner", "StatusLink"]
+__all__ = ["AgentFiles", "Scanner", "StatusLink", "may_hold_lease"]
 
 IsSelf = Callable[[str, os.stat_result], bool]
 # A devlogs tree deeper or larger than this is someone else's problem; the newest mtime
@@ -56,13 +57,6 @@ class AgentFiles:
     status_link: StatusLink | None = None  # None: status.json is no symlink
 
 
-def may_hold_lease(raw: bytes) -> bool:
-    """False only for bytes that cannot hold a `busy_until` key: UTF-8 (no NUL, which
-    UTF-16 and UTF-32 have in every ASCII letter) without the name and without a \\u
-    escape that could spell it. Most status.json files have no lease: no parse for them."""
-    return b"busy_until" in raw or b"\\u" in raw or b"\x00" in raw
-
-
 class Scanner:
     def __init__(
         self,
@@ -81,6 +75,7 @@ class Scanner:
         self.max_status_bytes = max_status_bytes
         # folder path -> (inode, mtime_ns, folder names, file names, files listed)
         self._listings: dict[str, tuple[int, int, tuple[str, ...], tuple[str, ...], bool]] = {}
+        self._leases = LeaseAhead(self._root, max_status_bytes, self._until_of)
 
     def agents(self) -> list[str]:
         """Agent folders under the root: real directories (not symlinks) matching the pattern."""
@@ -275,32 +270,26 @@ class Scanner:
         """End of the agent's busy lease, capped at `max_lease` after `written_at`, the agent's
         last genuine activity (the lease's own write is one). healer's own later rewrites of
         status.json must not stretch the cap, so the file's mtime is not used."""
-        read = self._read_raw(agent)
-        if read is None or read.raw is None or not may_hold_lease(read.raw):
-            return None
+        known, until = self._leases.take(agent)
+        if not known:
+            read = self._read_raw(agent)
+            if read is None or read.raw is None or not may_hold_lease(read.raw):
+                return None
+            until = self._until_of(agent, read.raw, read)
+        return None if until is None else min(until, written_at + max_lease)
+
+    def _until_of(self, agent: str, raw: bytes, read: StatusRead | None = None) -> float | None:
+        if read is None:
+            read = StatusRead(agent, Path(self._root, agent, STATUS_FILE), ReadKind.OK, raw=raw)
         doc = parse_snapshot(read).doc
-        if doc is None:
-            return None
-        until = parse_busy_until(doc)
-        if until is None:
-            return None
-        return min(until, written_at + max_lease)
+        return None if doc is None else parse_busy_until(doc)
 
     def prefetch(self, agents: list[str]) -> None:
-        """Ask the kernel to read these agents' status.json into its cache now, without
-        waiting (POSIX_FADV_WILLNEED): their lease read at the stall then meets no disk.
-        When thousands stall at once on a cold cache, that read was the loop's wait."""
-        for agent in agents:
-            try:  # a FIFO or a symlink there: no wait, no follow (READ_FLAGS)
-                fd = os.open(f"{self._root}/{agent}/{STATUS_FILE}", READ_FLAGS)
-            except OSError:
-                continue
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+        """Read these agents' busy leases now (LeaseAhead): they fall due within a tick or
+        two, and their stall then costs one lstat of status.json instead of its read. When
+        thousands stall at once, those reads were the loop's wait (on a cold cache, for
+        the disk)."""
+        self._leases.read(agents)
 
     def heartbeat(self, agent: str, known: Identity | None) -> BeatFile:
         """The agent's heartbeat.json, read unless its version is `known`."""

@@ -166,7 +166,8 @@ class WorkspaceReader(Protocol):
     def heartbeat(self, agent: str, known: Identity | None) -> HeartbeatRead: ...
 
     def prefetch(self, agents: list[str]) -> None:
-        """A hint: these agents are decided soon; start reading what that will read."""
+        """These agents are decided soon: read now what that will read. What changed
+        by then is read again."""
         ...
 
 

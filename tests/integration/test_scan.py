@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healer.adapters import jsontext
+from healer.adapters import jsontext, leases
 from healer.adapters.jsontext import TextForm
 from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.scan import Scanner, StatusLink, may_hold_lease
@@ -261,3 +261,69 @@ class TestPrefetch:
         scanner(root).prefetch(["Agent-1", "Agent-2", "Agent-3", "Agent-404"])
         assert os.stat(outside).st_atime_ns == before
         assert scanner(root).lease("Agent-1", 1e12, 0.0) is None
+
+
+class TestLeaseReadAhead:
+    """prefetch reads the leases of agents about to fall due; lease() then trusts only a
+    status.json that is still exactly the version read."""
+
+    @pytest.fixture(autouse=True)
+    def settled_at_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(leases, "_SETTLED_NS", 0)  # no wait for the file system's clock
+
+    def reads(self, scan: Scanner, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        seen: list[str] = []
+        real = scan._read_raw
+
+        def counted(agent: str):  # type: ignore[no-untyped-def]
+            seen.append(agent)
+            return real(agent)
+
+        monkeypatch.setattr(scan, "_read_raw", counted)
+        return seen
+
+    def test_a_lease_read_ahead_costs_no_read_at_the_stall(
+            self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_agent(root, "Agent-1", {"busy_until": LEASE})
+        make_agent(root, "Agent-2", {"status": "idle"})
+        scan = scanner(root)
+        reads = self.reads(scan, monkeypatch)
+        scan.prefetch(["Agent-1", "Agent-2", "Agent-404"])
+        assert scan.lease("Agent-1", 1e12, 0.0) == LEASE_AT
+        assert scan.lease("Agent-2", 1e12, 0.0) is None
+        assert scan.lease("Agent-1", 60.0, 100.0) == 160.0  # the cap: read again, same answer
+        assert reads == ["Agent-1"]  # only the second look: each read ahead serves one stall
+
+    def test_a_rewrite_after_the_read_ahead_is_read_again(
+            self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Same size, mtime set back: the change time still tells the versions apart."""
+        status = make_agent(root, "Agent-1", {"busy_until": LEASE}) / "status.json"
+        old = status.stat()
+        scan = scanner(root)
+        scan.prefetch(["Agent-1"])
+        time.sleep(0.02)  # past the file system's clock tick
+        later = LEASE.replace("2030", "2031")
+        status.write_text(status.read_text().replace(LEASE, later))
+        os.utime(status, ns=(old.st_atime_ns, old.st_mtime_ns))
+        assert status.stat().st_size == old.st_size
+        assert scan.lease("Agent-1", 1e12, 0.0) == LEASE_AT + 365 * 86400
+
+    def test_a_version_still_changing_is_not_kept(
+            self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(leases, "_SETTLED_NS", 3600 * 10**9)
+        make_agent(root, "Agent-1", {"busy_until": LEASE})
+        scan = scanner(root)
+        reads = self.reads(scan, monkeypatch)
+        scan.prefetch(["Agent-1"])
+        assert scan.lease("Agent-1", 1e12, 0.0) == LEASE_AT
+        assert reads == ["Agent-1"]
+
+    def test_a_linked_status_is_read_at_the_stall(
+            self, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        outside = tmp_path / "Agent-1.json"
+        linked_agent(root, outside, {"busy_until": LEASE})
+        scan = scanner(root)
+        reads = self.reads(scan, monkeypatch)
+        scan.prefetch(["Agent-1"])
+        assert scan.lease("Agent-1", 1e12, 0.0) == LEASE_AT
+        assert reads == ["Agent-1"]
