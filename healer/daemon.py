@@ -46,6 +46,10 @@ COMMANDS_CLOSE = 0.5
 # Seconds of actions a step may spend (at most a tick); the next steps, which first apply
 # the events (an agent back meanwhile is spared) and detect new stalls, do the rest.
 ACTION_BUDGET = 0.1
+# A timer due within a tick wakes the loop at the next of this many marks of it: a stall
+# is seen within an eighth of a tick, and agents whose timers move on (active ones, re-armed
+# when they fire) wake it at most this often a tick.
+WAKES_PER_TICK = 8
 
 
 def prune_interval(retention: float) -> float:
@@ -201,8 +205,15 @@ class Daemon:
             return  # actions or scans wait for their turn: straight back, events first
         tick = self.config.tick
         now = self.clock.monotonic()
-        # Wake on the next tick boundary, or at once when events arrive.
+        # Wake on the next tick boundary, or at once when events arrive ...
         timeout = tick - math.fmod(now, tick)
+        soon = self.engine.monitor.soonest(now)
+        if soon is not None:
+            # ... or when a timer falls due before it, to a fraction of a tick: woken only
+            # at the boundary, a tick's worth of stalls waited for it, then for each other
+            # (a mass stall then ran a tick behind from its first agent on; issue #16).
+            grain = tick / WAKES_PER_TICK
+            timeout = min(timeout, math.ceil(soon / grain) * grain - now)
         if self.clock.wait(self.watcher.wake, max(timeout, 0.001)):
             self.watcher.wake.clear()
 

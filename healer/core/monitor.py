@@ -98,6 +98,10 @@ class Monitor:
                 out.append(agent)
         return out
 
+    def soonest(self, now: float) -> float | None:
+        """When the next timer fires, if before the end of `now`'s tick (TimerWheel.soonest)."""
+        return self.wheel.soonest(now)
+
     def upcoming(self, after: float, until: float) -> list[str]:
         """Agents whose timer fires in (after, until]: read ahead of their decision."""
         return self.wheel.upcoming(after, until)

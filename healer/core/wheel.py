@@ -76,6 +76,18 @@ class TimerWheel(Generic[K]):
                     out.append(key)
         return out
 
+    def soonest(self, now: float) -> float | None:
+        """The earliest live deadline in the slot of `now`'s tick, before its end (None:
+        none): a caller advancing only on tick boundaries would fire it up to a tick late."""
+        n = self._tick_of(now)
+        end = (n + 1) * self._tick
+        best: float | None = None
+        for key, deadline in self._slots[n % len(self._slots)]:
+            if deadline < end and (best is None or deadline < best) and (
+                    self._deadline.get(key) == deadline):
+                best = deadline
+        return best
+
     def _fire_slot(self, index: int, now: float, fired: list[tuple[float, K]]) -> None:
         slot = self._slots[index]
         if not slot:

@@ -3,6 +3,7 @@ port: no thread, no inotify, no sleep."""
 
 from __future__ import annotations
 
+import math
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from healer import daemon as daemon_module
 from healer.config import Config
 from healer.core.commands import CommandSpec
 from healer.core.model import FolderEvent, Stage
@@ -126,6 +128,30 @@ class TestStepping:
         rig.daemon.start()
         assert rig.tick() is True
         assert rig.tick() is False
+
+    def test_a_timer_due_within_the_tick_wakes_the_loop_before_its_boundary(
+            self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        """issue #16: woken only on tick boundaries, a tick's worth of stalls waited for
+        the next one, and a mass stall ran a tick behind from its first agent on."""
+        waits: list[float] = []
+        real = rig.clock.wait
+        monkeypatch.setattr(rig.clock, "wait", lambda event, timeout: (
+            waits.append(timeout), real(event, timeout))[1])
+        rig.daemon.start()
+        rig.tick()  # the scan
+        deadline = rig.daemon.engine.monitor.wheel.deadline("Agent-1")
+        assert deadline is not None
+        grain = TICK / daemon_module.WAKES_PER_TICK
+        boundary = math.ceil(deadline / TICK) * TICK
+        # Just past the grain mark before the deadline, a whole grain before the boundary.
+        rig.clock.advance(math.floor(deadline / grain) * grain + grain / 4
+                          - rig.clock.monotonic())
+        assert boundary - rig.clock.monotonic() > grain
+        waits.clear()
+        next(rig.steps)
+        mark = math.ceil(deadline / grain) * grain - rig.clock.monotonic()
+        assert waits[0] == pytest.approx(mark)  # not at the boundary a tick may be away
+        assert waits[0] < boundary - rig.clock.monotonic()
 
     def test_the_agents_are_scanned_by_the_first_steps_not_before_ready(self, rig: Rig
                                                                         ) -> None:
