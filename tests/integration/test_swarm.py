@@ -56,26 +56,37 @@ class TestSwarmOutage:
         config = (f"healer:\n  alerts:\n    webhook_url: {url}\n    backoff: 0.05\n"
                   "  swarm:\n    outage_fraction: 0.6\n")
         silent, working = agents[:4], agents[4:]
-        with running_daemon(root, tmp_path, watch_args(0.6, 1.5, 0.05),
-                            config_text=config) as d:
-            def work() -> None:
+        stop = threading.Event()
+
+        def work() -> None:
+            # From before the daemon starts: a start slower than heal_after must not find
+            # the working agents silent too (all six were, on a loaded machine).
+            while True:
                 for agent in working:
                     (root / agent / "devlogs" / "work.md").write_text(f"{time.time()}\n")
+                if stop.wait(0.1):
+                    return
 
-            def working_until(done: Any, timeout: float) -> bool:
-                return poll_until(lambda: (work(), done())[1], timeout, interval=0.1)
-
-            assert working_until(lambda: d.events("swarm_outage"), 15), d.tail()
-            (outage,) = d.events("swarm_outage")
-            assert outage["agents"] == 4 and outage["fraction"] == pytest.approx(0.667, abs=1e-3)
-            # Past recover_after: every silent agent's recovery ran, its tasks stayed put.
-            assert working_until(lambda: len([
-                e for e in d.events("recovery_action", action="reassign_tasks")
-                if e.get("skipped") == "swarm_outage"]) == 4, 15), d.tail()
-            for agent in silent:
-                (root / agent / "devlogs" / "back.md").write_text("back\n")
-            assert working_until(lambda: d.events("swarm_recovered"), 15), d.tail()
-            assert poll_until(lambda: len(received) >= 2, 5), received
+        writer = threading.Thread(target=work, daemon=True)
+        writer.start()
+        try:
+            with running_daemon(root, tmp_path, watch_args(0.6, 1.5, 0.05),
+                                config_text=config) as d:
+                assert poll_until(lambda: d.events("swarm_outage"), 15), d.tail()
+                (outage,) = d.events("swarm_outage")
+                assert outage["agents"] == 4
+                assert outage["fraction"] == pytest.approx(0.667, abs=1e-3)
+                # Past recover_after: every silent agent's recovery ran, its tasks stayed put.
+                assert poll_until(lambda: len([
+                    e for e in d.events("recovery_action", action="reassign_tasks")
+                    if e.get("skipped") == "swarm_outage"]) == 4, 15), d.tail()
+                for agent in silent:
+                    (root / agent / "devlogs" / "back.md").write_text("back\n")
+                assert poll_until(lambda: d.events("swarm_recovered"), 15), d.tail()
+                assert poll_until(lambda: len(received) >= 2, 5), received
+        finally:
+            stop.set()
+            writer.join()
         inboxes = [p.name for a in working for p in (root / a / "inbox").iterdir()]
         assert not [n for n in inboxes if "REASSIGN" in n]
         assert [(m["agent"], m["transition"]) for m in received] == [

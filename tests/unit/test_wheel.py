@@ -111,3 +111,18 @@ class TestUpcoming:
         assert sorted(wheel.upcoming(1.0, 2.0)) == ["a", "b"]
         assert wheel.upcoming(2.0, 3.0) == []
         assert sorted(wheel.advance(2.0)) == ["a", "b"]  # nothing was fired by looking
+
+
+class TestSoonest:
+    def test_it_is_the_earliest_live_timer_of_the_current_tick(self) -> None:
+        wheel: TimerWheel[str] = TimerWheel(1.0, 0.0, slots=4)
+        wheel.schedule("a", 2.7)
+        wheel.schedule("b", 2.4)
+        wheel.schedule("b", 30.0)  # re-armed: its entry at 2.4 is stale
+        wheel.schedule("c", 6.1)  # the same slot (mod 4), a rotation later
+        wheel.schedule("d", 3.2)  # the next tick's
+        assert wheel.soonest(2.1) == 2.7
+        assert wheel.soonest(1.5) is None  # nothing due within tick 1
+        assert wheel.advance(2.8) == ["a"]
+        assert wheel.soonest(2.9) is None
+        assert wheel.soonest(3.0) == 3.2
