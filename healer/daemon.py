@@ -155,9 +155,10 @@ class Daemon:
             self.metrics = self._metrics_factory(self.readings)
         # Watch first, then scan: a write landing between the two is seen by one of them.
         self._root_id = _identity(self.config.workspaces)
-        self.watcher.start()
-        # Every event counts from here; the agents' scan follows in the first steps, so a
-        # large swarm is watched at once (issue #16). Until its scan, an agent has no timer.
+        # The root now, each agent's folders just before its scan in the first steps: a
+        # write is seen by the scan or is an event, and a large swarm is ready at once
+        # (issue #16). Until its scan, an agent has no timer.
+        self.watcher.start(defer=True)
         agents = self.engine.begin()
         self._scan_started = now = self.clock.monotonic()
         self._last_sweep = self._last_prune = now
@@ -265,7 +266,7 @@ class Daemon:
         return min(self.config.tick, ACTION_BUDGET)
 
     def _scan_some(self) -> bool:
-        self.engine.start_some(self._budget())
+        self.engine.start_some(self._budget(), before=self.watcher.watch_agent)
         if not self.engine.starting():
             log.info("scan_finished", agents=len(self.engine.monitor.table),
                      seconds=round(self.clock.monotonic() - self._scan_started, 3))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 
@@ -126,11 +127,14 @@ class Engine:
         """Whether agents begin() listed are still to be scanned."""
         return self.tracker.starting()
 
-    def start_some(self, budget: float | None = None) -> int:
-        """Scan begin()'s agents for up to `budget` seconds; returns how many it took up."""
+    def start_some(
+        self, budget: float | None = None, before: Callable[[str], None] | None = None
+    ) -> int:
+        """Scan begin()'s agents for up to `budget` seconds, each after `before(agent)`;
+        returns how many it took up."""
         if not self.tracker.starting():
             return 0
-        added = self.tracker.start_some(budget)
+        added = self.tracker.start_some(budget, before)
         self.beats.started(added)
         if not self.tracker.starting():
             self.beats.finish()

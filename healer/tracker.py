@@ -87,9 +87,12 @@ class Tracker:
     def starting(self) -> bool:
         return self._loaded is not None  # set by begin(), cleared once _pending is done
 
-    def start_some(self, budget: float | None = None) -> list[str]:
-        """Scan the agents begin() listed, until `budget` seconds are spent (None: all);
-        returns the ones taken up. The last call closes the incidents of folders gone."""
+    def start_some(
+        self, budget: float | None = None, before: Callable[[str], None] | None = None
+    ) -> list[str]:
+        """Scan the agents begin() listed, until `budget` seconds are spent (None: all),
+        each after `before(agent)` (watch its folders); returns the ones taken up. The
+        last call closes the incidents of folders gone."""
         loaded = self._loaded
         if loaded is None:
             return []
@@ -97,6 +100,8 @@ class Tracker:
         added: list[str] = []
         while self._pending:
             agent = self._pending.popleft()
+            if before is not None:
+                before(agent)
             if self._cleans_temps:
                 self._files.remove_stale_temps(agent, STALE_TEMP_AGE)
             if self.add_agent(agent, loaded.last_activities.get(agent),

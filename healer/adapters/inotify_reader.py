@@ -164,8 +164,8 @@ class InotifyReader:
             del self._by_path[old]
 
     def _subtree(self, rel: str) -> list[tuple[int, str]]:
-        prefix = rel + "/"
-        return [(wd, p) for wd, p in self._paths.items() if p == rel or p.startswith(prefix)]
+        prefix, paths = rel + "/", list(self._paths.items())  # the main thread may add some
+        return [(wd, p) for wd, p in paths if p == rel or p.startswith(prefix)]
 
     # The WatchCallback side: InotifyFD calls these from handle_event (on this thread).
     def on_event(self, event: InotifyEvent) -> None:  # events come from read_events instead

@@ -104,6 +104,7 @@ class Watcher:
         self._observer: PollingObserver | None = None
         self._handler: PollingHandler | None = None
         self._prefetch: Prefetch | None = None
+        self._defer = False  # see start()
 
     # -- configuration (a reload may change both) -----------------------------------------
     @property
@@ -143,8 +144,20 @@ class Watcher:
         return self._counted + (live.events if live is not None else 0)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> None:
-        self._begin()
+    def start(self, *, defer: bool = False) -> None:
+        """Watch the root and every folder under it; with `defer`, the root only, and each
+        agent's folders when watch_agent is called (just before the agent's scan, so what
+        it writes is either seen by the scan or an event). A restart watches everything."""
+        self._defer = defer
+        try:
+            self._begin()
+        finally:
+            self._defer = False
+
+    def watch_agent(self, agent: str) -> None:
+        reader = self._reader
+        if reader is not None:
+            reader.watch_tree(agent)
 
     def _begin(self) -> None:
         # Resolved again at every (re)start: the link may have been re-pointed.
@@ -178,7 +191,8 @@ class Watcher:
             # reading; the caller scans after this returns.
             reader.watch_root()
             self._warm_up()
-            reader.watch_tree("")
+            if not self._defer:
+                reader.watch_tree("")
             if self._full or not watches_left(self.root):
                 raise OSError(errno.ENOSPC, "inotify watch limit reached")
         except BaseException:

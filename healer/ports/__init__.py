@@ -166,9 +166,7 @@ class WorkspaceReader(Protocol):
     def heartbeat(self, agent: str, known: Identity | None) -> HeartbeatRead: ...
 
     def prefetch(self, agents: list[str]) -> None:
-        """These agents are decided soon: read now what that will read. What changed
-        by then is read again."""
-        ...
+        """These agents are decided soon: read now what that will read (again if changed)."""
 
 
 class Change(Protocol):
@@ -208,7 +206,9 @@ class EventSource(Protocol):
     @property
     def restarts(self) -> int: ...
 
-    def start(self) -> None: ...
+    def start(self, *, defer: bool = False) -> None: ...  # defer: agents by watch_agent
+
+    def watch_agent(self, agent: str) -> None: ...
 
     def alive(self) -> bool: ...
 

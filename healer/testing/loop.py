@@ -69,7 +69,8 @@ class FakeEvents:
         self.events_seen = 0
         self.restarts = 0
         self.dead = False
-        self.started = self.closed = False
+        self.started = self.closed = self.deferred = False
+        self.watched: list[str] = []  # watch_agent's agents, in order
 
     def push(self, agent: str, when: float, activity: bool = True,
              folder: FolderEvent | None = None, *, beat: bool = False) -> None:
@@ -77,8 +78,12 @@ class FakeEvents:
         self.changes.append(FakeChange(agent, when, activity, folder, beat))
         self.wake.set()
 
-    def start(self) -> None:
+    def start(self, *, defer: bool = False) -> None:
         self.started = True
+        self.deferred = defer
+
+    def watch_agent(self, agent: str) -> None:
+        self.watched.append(agent)
 
     def alive(self) -> bool:
         return not self.dead

@@ -1,6 +1,6 @@
 """Run the real `healer watch` as a subprocess and read its JSON log, for integration tests.
 
-`running_daemon(...)` starts it, waits for `watch_started`, and stops it with a signal on
+`running_daemon(...)` starts it, waits for `scan_finished`, and stops it with a signal on
 exit, asserting a clean exit within two seconds; `DaemonProcess.wait_for` polls the log.
 """
 
@@ -217,9 +217,11 @@ def running_daemon(
 
     The config comes from `config`, or a file `cwd/healer-test.yml` holding `config_text`
     (empty by default), so the repository's own config never applies. Yields once
-    `watch_started` is logged. On exit the daemon gets `stop_signal` and must exit
-    within STOP_TIMEOUT with code 0; `stop_signal=None` leaves stopping to the test,
-    though a daemon still running is then killed and the block fails.
+    `scan_finished` is logged: READY and `watch_started` come when the root is watched,
+    each agent's folders are watched just before its scan, in the loop's first steps.
+    On exit the daemon gets `stop_signal` and must exit within STOP_TIMEOUT with code 0;
+    `stop_signal=None` leaves stopping to the test, though a daemon still running is then
+    killed and the block fails.
     """
     if config is None:
         config = cwd / "healer-test.yml"
@@ -232,7 +234,7 @@ def running_daemon(
     )
     daemon = DaemonProcess(proc)
     try:
-        daemon.wait_event("watch_started", timeout=start_timeout)
+        daemon.wait_event("scan_finished", timeout=start_timeout)
         yield daemon
     except BaseException:
         daemon.kill()

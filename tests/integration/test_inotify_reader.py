@@ -136,6 +136,34 @@ class TestActivity:
 
 
 class TestNewFolders:
+    def test_a_deferred_start_watches_each_agent_when_asked(
+        self, root: Path, ledger: SelfWriteLedger
+    ) -> None:
+        """issue #16: `healer watch` is ready once the root is watched; each agent's folders
+        are watched just before its scan. Until then its writes are the scan's to see; after,
+        they are events, down to its deepest folder; a folder made meanwhile is watched."""
+        (make_agent(root, "Agent-1") / "devlogs" / "2026").mkdir()
+        make_agent(root, "Agent-2")
+        watcher = Watcher(root, is_agent=is_agent, ledger=ledger, inbox_mode=InboxMode.CONSUME)
+        watcher.start(defer=True)
+        seen = Seen(watcher)
+        try:
+            (root / "Agent-1" / "devlogs" / "early.md").write_text("- before its watch\n")
+            seen.settle()
+            assert not seen.activity("Agent-1")
+            watcher.watch_agent("Agent-1")
+            (root / "Agent-1" / "devlogs" / "2026" / "deep.md").write_text("- watched now\n")
+            seen.wait("Agent-1", activity=True)
+            (root / "Agent-3").mkdir()  # the root's own watch: taken up at once
+            (root / "Agent-3" / "devlogs").mkdir()
+            (root / "Agent-3" / "devlogs" / "a.md").write_text("- one\n")
+            seen.wait("Agent-3", activity=True)
+            (root / "Agent-2" / "devlogs" / "x.md").write_text("- not yet watched\n")
+            seen.settle()
+            assert not seen.activity("Agent-2")
+        finally:
+            watcher.close()
+
     def test_a_folder_made_at_runtime_is_added_and_its_first_write_seen(
         self, root: Path, seen: Seen
     ) -> None:

@@ -164,6 +164,8 @@ class TestStepping:
             rig.tick()
         assert set(rig.daemon.engine.monitor.table) == {"Agent-1", "Agent-2"}
         assert events(logs, "scan_finished")[0]["agents"] == 2
+        # The root was watched at start; each agent's folders just before its scan.
+        assert rig.events.deferred and rig.events.watched == ["Agent-1", "Agent-2"]
         assert not rig.daemon.engine.starting()
 
     def test_a_silent_agent_is_healed_and_recovers_on_its_own_write(self, rig: Rig) -> None:
