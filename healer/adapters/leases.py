@@ -21,7 +21,7 @@ from contextlib import suppress
 from healer.adapters.fsops import DIR_FLAGS, READ_FLAGS, read_all
 from healer.core.model import STATUS_FILE, is_plain_name
 
-__all__ = ["LeaseAhead", "may_hold_lease"]
+__all__ = ["LeaseAhead", "may_hold_lease", "open_agent_folder"]
 
 # A version changed within the last second may change again within the file system's
 # clock tick, keeping its times: only a settled one is remembered (git's "racily clean").
@@ -37,6 +37,18 @@ def may_hold_lease(raw: bytes) -> bool:
     UTF-16 and UTF-32 have in every ASCII letter) without the name and without a \\u
     escape that could spell it. Most status.json files have no lease: no parse for them."""
     return b"busy_until" in raw or b"\\u" in raw or b"\x00" in raw
+
+
+def open_agent_folder(root: str, agent: str) -> int | None:
+    """A descriptor of root/agent, None if that is no plain name or no real folder: O_NOFOLLOW
+    on the last component, what open_dirs does for root/agent, in one open (at 10,000
+    stalling agents every system call shows)."""
+    if not is_plain_name(agent):
+        return None
+    try:
+        return os.open(f"{root}/{agent}", DIR_FLAGS)
+    except OSError:
+        return None
 
 
 def _key(st: os.stat_result) -> _Key:
@@ -86,17 +98,11 @@ class LeaseAhead:
             return False, None
         return (True, kept[1]) if _key(st) == kept[0] else (False, None)
 
-    def forget(self) -> None:
-        self._kept.clear()
-
     def _open(self, agent: str) -> int | None:
         """status.json of `agent`, opened as the scanner reads it: no symlink followed,
         neither the agent folder nor the file (a linked status.json is read at the stall)."""
-        if not is_plain_name(agent):
-            return None
-        try:
-            dfd = os.open(f"{self._root}/{agent}", DIR_FLAGS)
-        except OSError:
+        dfd = open_agent_folder(self._root, agent)
+        if dfd is None:
             return None
         try:
             return os.open(STATUS_FILE, READ_FLAGS, dir_fd=dfd)

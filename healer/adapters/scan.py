@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healer.adapters.beatfile import BeatFile, Identity, read_heartbeat
-from healer.adapters.fsops import DIR_FLAGS, no_subfolders
-from healer.adapters.leases import LeaseAhead, may_hold_lease
+from healer.adapters.fsops import no_subfolders
+from healer.adapters.leases import LeaseAhead, may_hold_lease, open_agent_folder
 from healer.adapters.statusfile import ReadKind, StatusRead, parse_snapshot, read_raw
 from healer.core.heartbeat import HEARTBEAT_FILE
-from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name, is_plain_name
+from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name
 from healer.core.statusdoc import parse_busy_until
 from healer.errors import UnsafePathError
 
@@ -244,13 +244,8 @@ class Scanner:
         return None if read is None else parse_snapshot(read)
 
     def _read_raw(self, agent: str) -> StatusRead | None:
-        if not is_plain_name(agent):
-            return None
-        try:
-            # O_NOFOLLOW on the agent folder, the last component: what open_dirs does for
-            # root/agent, in one open (at 10,000 stalling agents every syscall shows).
-            dfd = os.open(f"{self._root}/{agent}", DIR_FLAGS)
-        except OSError:
+        dfd = open_agent_folder(self._root, agent)
+        if dfd is None:
             return None
         try:
             path = Path(f"{self._root}/{agent}/{STATUS_FILE}")
