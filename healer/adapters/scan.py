@@ -22,7 +22,7 @@ from healer.core.model import STATUS_FILE, InboxMode, is_own_temp_name
 from healer.core.statusdoc import parse_busy_until
 from healer.errors import UnsafePathError
 
-__all__ = ["AgentFiles", "Scanner", "StatusLink", "may_hold_lease"]
+__all__ = ["AgentFiles", "Scanner", "StatusLink"]
 
 IsSelf = Callable[[str, os.stat_result], bool]
 # A devlogs tree deeper or larger than this is someone else's problem; the newest mtime

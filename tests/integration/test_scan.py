@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from healer.adapters import jsontext, leases
 from healer.adapters.jsontext import TextForm
+from healer.adapters.leases import may_hold_lease
 from healer.adapters.ledger import SelfWriteLedger
-from healer.adapters.scan import Scanner, StatusLink, may_hold_lease
+from healer.adapters.scan import Scanner, StatusLink
 from healer.adapters.writer import SafeWriter
 from healer.core import statusdoc
 from healer.errors import UnsafePathError
