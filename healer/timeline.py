@@ -68,16 +68,22 @@ class FileTimes:
         self._timeline = timeline
         self._seen: dict[str, Sighting] = {}
 
-    def at_start(self, agent: str, mtime: float | None) -> float | None:
+    # `looked`: when the scan that read `mtime` began (default now). A write healer hears
+    # of after that moment may be one the scan missed; taken as "since it looked", its
+    # newer mtime at the next re-stat is not news (see `placed`) rather than a write at
+    # an unknown time, counted as now, which put off a new agent's stall by heal_after.
+    def at_start(self, agent: str, mtime: float | None, looked: float | None = None
+                 ) -> float | None:
         """The agent's last activity from its files when healer starts (None: none)."""
-        self._sight(agent, mtime)
+        self._sight(agent, mtime, looked)
         return None if mtime is None else self._timeline.wall_age(mtime)
 
-    def appeared(self, agent: str, mtime: float | None) -> None:
+    def appeared(self, agent: str, mtime: float | None, looked: float | None = None) -> None:
         """A folder found while running: its files are what it came with, not activity."""
-        self._sight(agent, mtime)
+        self._sight(agent, mtime, looked)
 
-    def activity(self, agent: str, mtime: float | None, known: float | None) -> float | None:
+    def activity(self, agent: str, mtime: float | None, known: float | None,
+                 looked: float | None = None) -> float | None:
         """New activity a re-stat found (the moment to record), or None (see `placed`)."""
         seen = self._seen.get(agent)
         now = self._timeline.now()
@@ -85,11 +91,11 @@ class FileTimes:
             when = None  # placed's first rule, before the places it needs no more of
         else:
             when = placed(seen, mtime, known, self._timeline.places(mtime), now)
-        self._seen[agent] = Sighting(mtime, now)
+        self._seen[agent] = Sighting(mtime, now if looked is None else looked)
         return when
 
     def forget(self, agent: str) -> None:
         self._seen.pop(agent, None)
 
-    def _sight(self, agent: str, mtime: float | None) -> None:
-        self._seen[agent] = Sighting(mtime, self._timeline.now())
+    def _sight(self, agent: str, mtime: float | None, looked: float | None) -> None:
+        self._seen[agent] = Sighting(mtime, self._timeline.now() if looked is None else looked)

@@ -146,14 +146,14 @@ class Tracker:
             # it (its status.json may since hold healer's own write, which the scan leaves out).
             opened = row.silence_started_at if row is not None else None
             last = merged_last_activity(
-                times.at_start(agent, found.last_activity), stored, opened, now=now
+                times.at_start(agent, found.last_activity, now), stored, opened, now=now
             )
             if last is None:
                 last = self._time.wall_age(found.created)  # no files: the folder's own time
         else:
             # A new agent's clock starts when its folder appears, never at its files' mtimes:
             # a folder moved or copied in with day-old files is not a day silent.
-            self._file_times.appeared(agent, found.last_activity)
+            self._file_times.appeared(agent, found.last_activity, now)
             last = now if at is None else min(at, now)
             if found.last_activity is not None:
                 # But a write after it is the agent's own work: the folder event may be taken
@@ -202,11 +202,12 @@ class Tracker:
 
     def restat(self, agent: str) -> bool:
         """Look at the agent's files for activity the events missed; False if it is gone."""
+        looked = self._time.now()
         found = self._workspace.scan(agent, RAW)
         if found is None:
             return False
         when = self._file_times.activity(
-            agent, found.last_activity, self._monitor.table.get(agent)
+            agent, found.last_activity, self._monitor.table.get(agent), looked
         )
         if when is not None:
             self.observe(agent, when)

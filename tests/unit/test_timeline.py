@@ -83,6 +83,20 @@ class TestFileTimes:
         assert times.activity("Agent-9", WALL0 - 86_400, MONO0) is None
 
 
+    def test_a_write_heard_of_while_the_folder_was_scanned_is_not_news_later(self) -> None:
+        """A new agent's first write lands while its appearance is being scanned (after the
+        scan read status.json), and its event is stamped before the scan ends. The re-stat
+        at its stall finds that write's mtime: the event already said it. Taken as a write
+        at an unknown time ("now"), it put the stall off by heal_after (issue #16)."""
+        clock = FakeClock(start=WALL0, monotonic=MONO0)
+        times = FileTimes(Timeline(clock))
+        looked = clock.monotonic()  # the scan begins, reads the folder's old status.json
+        clock.advance(0.010)  # ... and ends; meanwhile the write, its event stamped at +5 ms
+        times.appeared("Agent-1", WALL0 - 1, looked)
+        clock.advance(0.6)
+        assert times.activity("Agent-1", WALL0 + 0.004, MONO0 + 0.005, clock.monotonic()
+                              ) is None
+
 HEAL, RECOVER, TICK = 2.0, 6.0, 0.1
 HEALTHY = ("Agent-1", "Agent-2", "Agent-3")
 
