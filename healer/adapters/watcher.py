@@ -104,7 +104,6 @@ class Watcher:
         self._observer: PollingObserver | None = None
         self._handler: PollingHandler | None = None
         self._prefetch: Prefetch | None = None
-        self._defer = False  # see start()
 
     # -- configuration (a reload may change both) -----------------------------------------
     @property
@@ -148,23 +147,19 @@ class Watcher:
         """Watch the root and every folder under it; with `defer`, the root only, and each
         agent's folders when watch_agent is called (just before the agent's scan, so what
         it writes is either seen by the scan or an event). A restart watches everything."""
-        self._defer = defer
-        try:
-            self._begin()
-        finally:
-            self._defer = False
+        self._begin(defer)
 
     def watch_agent(self, agent: str) -> None:
         reader = self._reader
         if reader is not None:
             reader.watch_tree(agent)
 
-    def _begin(self) -> None:
+    def _begin(self, defer: bool = False) -> None:
         # Resolved again at every (re)start: the link may have been re-pointed.
         self.root = Path(os.path.realpath(self.configured))
         if not self.poll:
             try:
-                self._reader = self._new_reader()
+                self._reader = self._new_reader(defer)
                 return
             except OSError as exc:
                 # Out of inotify watches or instances, or no inotify at all: poll instead.
@@ -179,7 +174,7 @@ class Watcher:
         observer.start()
         self._observer = observer
 
-    def _new_reader(self) -> InotifyReader:
+    def _new_reader(self, defer: bool) -> InotifyReader:
         self._full = False
         reader = InotifyReader(
             str(self.root), str(self.configured), classify_obs=self._classifier(),
@@ -191,7 +186,7 @@ class Watcher:
             # reading; the caller scans after this returns.
             reader.watch_root()
             self._warm_up()
-            if not self._defer:
+            if not defer:
                 reader.watch_tree("")
             if self._full or not watches_left(self.root):
                 raise OSError(errno.ENOSPC, "inotify watch limit reached")
