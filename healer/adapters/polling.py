@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from healer.adapters.inotify_reader import Classifier, Emit
+from healer.adapters.observations import Classifier, Emit
 from healer.core.model import EventKind, FolderEvent
 
 __all__ = ["PollingHandler"]

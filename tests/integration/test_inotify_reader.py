@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from watchdog.observers.inotify_c import InotifyEvent, InotifyFD
+from watchdog.observers.inotify_c import InotifyFD
 
 from healer.adapters import inotify_reader, prefetch
 from healer.adapters.ledger import SelfWriteLedger
@@ -272,10 +272,10 @@ class TestOwnWrites:
             reader = watcher._reader
             assert reader is not None
             wd = reader._by_path["Agent-1"]
-            reader._batch([InotifyEvent(wd, 0x80, 4242, b"status.json")])  # IN_MOVED_TO
+            reader._batch([(wd, 0x80, 4242, b"status.json")])  # IN_MOVED_TO
             assert not [c for c in watcher.drain() if c.activity]
             status.write_text('{"agent": "wrote it"}')  # no longer healer's version
-            reader._batch([InotifyEvent(wd, 0x80, 4243, b"status.json")])
+            reader._batch([(wd, 0x80, 4243, b"status.json")])
             assert [c for c in watcher.drain() if c.activity and c.agent == "Agent-1"]
         finally:
             watcher.close()
@@ -323,10 +323,10 @@ class TestLifecycle:
         reader = watch._reader
         assert reader is not None and watch.alive()
 
-        def broken(self: InotifyFD, **_: Any) -> list[InotifyEvent]:
+        def broken(fd: InotifyFD) -> list[inotify_reader.Raw]:
             raise OSError(errno.EIO, "read failed")
 
-        monkeypatch.setattr(reader._fd, "read_events", broken.__get__(reader._fd))
+        monkeypatch.setattr(inotify_reader, "read_raw", broken)
         (make_agent(root, "Agent-1") / "status.json").write_text("{}")  # wakes the read
         assert poll_until(lambda: not watch.alive(), SOON), "the dead reader looks alive"
         monkeypatch.undo()
