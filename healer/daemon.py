@@ -102,6 +102,7 @@ class Daemon:
         self._last_ping = 0.0
         self._last_prune = 0.0
         self._root_id: tuple[int, int] | None = None
+        self._root_due = 0.0  # when the root's identity is looked at next
         self._scan_started = 0.0
 
     # -- signals --------------------------------------------------------------------------
@@ -274,7 +275,12 @@ class Daemon:
 
     def _follow_root(self) -> bool:
         """The root deleted, or renamed away and another made in its place: inotify then
-        watches nothing, or the old tree under the old name. healer follows the path."""
+        watches nothing, or the old tree under the old name. healer follows the path: a
+        stat a tick, or at once when the watcher died (inotify saw the root go)."""
+        now = self.clock.monotonic()
+        if now < self._root_due and self.watcher.alive():
+            return False
+        self._root_due = now + self.config.tick
         current = _identity(self.config.workspaces)
         if current == self._root_id:
             return False
@@ -291,24 +297,26 @@ class Daemon:
 
     def _apply_changes(self) -> bool:
         changes = self.watcher.drain(BATCH)
-        monitor = self.engine.monitor
+        known, observe = self.engine.monitor.table.agents, self.engine.observe
         for change in changes:
+            if change.folder is None and change.agent in known:  # nearly every change
+                if change.activity:
+                    observe(change.agent, change.when, change.beat)
+                continue
             match change.folder:
                 case FolderEvent.ADDED:
                     self.engine.add_agent(change.agent, at=change.when)
                 case FolderEvent.REMOVED:
-                    if change.agent in monitor and not (
+                    if change.agent in known and not (
                         self.config.workspaces / change.agent
                     ).is_dir():
                         self.engine.remove_agent(change.agent)
-                case _ if change.agent not in monitor:
+                case _ if change.agent not in known:
                     # The first event of a folder whose creation we did not see: its
                     # appearance, as far as healer can tell.
                     self.engine.add_agent(change.agent, at=change.when)
                     if change.activity:
-                        self.engine.observe(change.agent, change.when, change.beat)
-                case _ if change.activity:
-                    self.engine.observe(change.agent, change.when, change.beat)
+                        observe(change.agent, change.when, change.beat)
         if changes and self.metrics is not None:
             self.metrics.observe_changes(changes, self.clock.monotonic())
         if len(changes) == BATCH:

@@ -89,6 +89,8 @@ class SubprocessCommandRunner:
     def drain(self) -> list[CommandResult]:
         """Every result ready so far, oldest first."""
         out: list[CommandResult] = []
+        if not self._results:
+            return out  # every step asks; a result added meanwhile is taken at the next
         with self._lock:
             while self._results:
                 out.append(self._results.popleft())

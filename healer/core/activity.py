@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, KeysView
 
 __all__ = ["ActivityTable", "merged_last_activity"]
 
@@ -23,6 +23,19 @@ class ActivityTable:
             return False
         self._last[agent] = when
         return True
+
+    def advance(self, agent: str, when: float) -> bool:
+        """record() for an agent already in the table only (the loop's call per event)."""
+        last = self._last.get(agent)
+        if last is None or when <= last:
+            return False
+        self._last[agent] = when
+        return True
+
+    @property
+    def agents(self) -> KeysView[str]:
+        """The agents, as a live view: `in` on it costs no call (the loop asks per event)."""
+        return self._last.keys()
 
     def get(self, agent: str) -> float | None:
         return self._last.get(agent)

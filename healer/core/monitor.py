@@ -64,7 +64,7 @@ class Monitor:
     # -- events -------------------------------------------------------------------
     def observe(self, agent: str, when: float) -> Incident | None:
         """Genuine activity. Returns the incident this activity closed, if any."""
-        if agent not in self.table or not self.table.record(agent, when):
+        if not self.table.advance(agent, when):
             return None
         self._hold.pop(agent, None)
         incident = self._incidents.pop(agent, None)

@@ -133,6 +133,17 @@ class TestMonitor:
         assert run_until(monitor, clock, clock.now() + 10) == []
         assert monitor.observe("Agent-1", clock.now()) is None
 
+    def test_activity_of_an_agent_not_in_the_table_does_not_add_it(
+        self, clock: FakeClock
+    ) -> None:
+        monitor = Monitor(lambda a: POLICY, TICK, clock.now())
+        monitor.add("Agent-1", clock.now())
+        monitor.remove("Agent-1")
+        monitor.observe("Agent-1", clock.now() + 1)
+        monitor.observe("Agent-2", clock.now() + 1)
+        assert "Agent-1" not in monitor and "Agent-2" not in monitor
+        assert len(monitor.table) == 0
+
     def test_new_thresholds_apply_to_armed_timers(self, clock: FakeClock) -> None:
         monitor = Monitor(lambda a: POLICY, TICK, clock.now())
         start = clock.now()
