@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -126,3 +128,46 @@ class TestSoonest:
         assert wheel.advance(2.8) == ["a"]
         assert wheel.soonest(2.9) is None
         assert wheel.soonest(3.0) == 3.2
+
+
+class TestAgainstAModel:
+    """Arming, re-arming and cancelling between advances (within a tick, too: the current
+    tick's timers live apart from the slots), checked against a plain dict of deadlines."""
+
+    @settings(max_examples=120, deadline=None)
+    @given(
+        ops=st.lists(
+            st.tuples(
+                st.sampled_from(["schedule", "cancel", "advance"]),
+                st.integers(min_value=0, max_value=7),
+                st.floats(min_value=0, max_value=30),
+            ),
+            min_size=1, max_size=80,
+        ),
+        tick=st.sampled_from([0.25, 1.0, 2.5]),
+    )
+    def test_it_fires_what_a_model_fires_in_deadline_order(
+        self, ops: list[tuple[str, int, float]], tick: float
+    ) -> None:
+        wheel: TimerWheel[int] = TimerWheel(tick=tick, start=0.0, slots=4)
+        model: dict[int, float] = {}
+        now = 0.0
+        for op, key, value in ops:
+            if op == "schedule":
+                wheel.schedule(key, value)
+                model[key] = value
+            elif op == "cancel":
+                wheel.cancel(key)
+                model.pop(key, None)
+            else:
+                now += value / 10
+                due = sorted((d, k) for k, d in model.items() if d <= now)
+                soon = [d for d in model.values()
+                        if now < d < (math.floor(now / tick) + 1) * tick]
+                fired = wheel.advance(now)
+                assert sorted(fired) == sorted(k for _, k in due)
+                assert [model[k] for k in fired] == sorted(model[k] for k in fired)
+                for _, k in due:
+                    del model[k]
+                assert wheel.soonest(now) == (min(soon) if soon else None)
+                assert len(wheel) == len(model)
