@@ -243,14 +243,18 @@ class Engine:
                         self.executor.carry_out(agent, incident, step, at, last)
                 except Exception:
                     self._step_failed(agent, at)
-            later = self.timeline.now()
-            if later > now:
-                more = self._due(later)
-                if more:
-                    looked += len(more)
-                    self._enqueue(self._detect(more, later), later)
-                    self.breakers.judge(later)
-                now = later
+            # Every stall that fell due meanwhile is detected before the next action: while
+            # stalls come faster than the loop can also act on them (a mass stall), the
+            # actions wait for the wave to pass, never the detections for the actions.
+            while budget is None or now - start < budget:
+                later = self.timeline.now()
+                more = self._due(later) if later > now else []
+                now = max(now, later)
+                if not more:
+                    break
+                looked += len(more)
+                self._enqueue(self._detect(more, later), later)
+                self.breakers.judge(later)
             if budget is not None and now - start >= budget:
                 break
         return looked
