@@ -158,13 +158,15 @@ def _read_open(dfd: int, known: Identity | None) -> BeatFile:
     return BeatFile(ident, st.st_mtime, data)
 
 
-def read_heartbeat(root: Path | str, agent: str, known: Identity | None = None) -> BeatFile:
+def read_heartbeat(root: Path | str, agent: str, known: Identity | None = None,
+                   looked: os.stat_result | None = None) -> BeatFile:
     """`root/agent/heartbeat.json`, read unless its version is `known`. Never follows a
-    symlink (neither the agent's folder nor the file), never blocks on a FIFO, never raises."""
+    symlink (neither the agent's folder nor the file), never blocks on a FIFO, never raises.
+    `looked`: its lstat, taken a moment ago by the caller (a re-stat), instead of another."""
     path = f"{root}/{agent}/{HEARTBEAT_FILE}"
     try:
         # The cheap look first: most events and sweeps find the version already known.
-        st = os.lstat(path)
+        st = looked if looked is not None else os.lstat(path)
     except OSError:
         return BeatFile()
     if stat.S_ISLNK(st.st_mode):

@@ -86,14 +86,16 @@ class LeaseAhead:
         if len(self._kept) > _KEPT_MAX:
             self._kept.clear()  # agents that came back before their stall: start over
 
-    def take(self, agent: str) -> tuple[bool, float | None]:
+    def take(self, agent: str, looked: os.stat_result | None = None
+             ) -> tuple[bool, float | None]:
         """(True, the lease's end or None) when status.json is still the version read
-        ahead; (False, None) when it must be read now."""
+        ahead; (False, None) when it must be read now. `looked`: status.json's lstat,
+        taken a moment ago by the caller (the re-stat before the stall)."""
         kept = self._kept.pop(agent, None)
         if kept is None:
             return False, None
         try:
-            st = os.lstat(f"{self._root}/{agent}/{STATUS_FILE}")
+            st = looked if looked is not None else os.lstat(f"{self._root}/{agent}/{STATUS_FILE}")
         except OSError:
             return False, None
         return (True, kept[1]) if _key(st) == kept[0] else (False, None)

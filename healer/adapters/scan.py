@@ -1,6 +1,8 @@
 """Reading a workspace without events: which agents exist, when each was last active (from
 mtimes), and its busy lease. Follows no symlink but an agent's status.json, and that one
-only to read it; never opens anything but status.json."""
+only to read it; never opens anything but status.json. Past 300 lines because the re-stat
+before a stall, the listings it keeps and the lstats it lends the lease and heartbeat reads
+that follow it are one look at an agent's files, only right read together."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,10 @@ _MAX_ENTRIES = 20_000
 _LISTING_MAX = 64  # names; a larger folder is listed each time, not kept
 _LISTINGS_MAX = 100_000
 _SETTLED_NS = 1_000_000_000
+# The lstats of a scan (status.json, heartbeat.json) are used again by the lease and the
+# heartbeat read that follow it before a stall, instead of two more system calls, when the
+# same agent's and no older than this: the same moment, as far as a decision can tell.
+_FRESH_NS = 2_000_000
 _Listing = tuple[tuple[str, ...], tuple[str, ...]]
 
 
@@ -73,6 +80,9 @@ class Scanner:
         self.inbox_mode = inbox_mode
         self.is_self = is_self
         self.max_status_bytes = max_status_bytes
+        # The last scan's lstats: (agent, when, status.json's, heartbeat.json's).
+        self._looked: tuple[str, int, os.stat_result | None, os.stat_result | None] | None = (
+            None)
         # folder path -> (inode, mtime_ns, folder names, file names, files listed)
         self._listings: dict[str, tuple[int, int, tuple[str, ...], tuple[str, ...], bool]] = {}
         self._leases = LeaseAhead(self._root, max_status_bytes, self._until_of)
@@ -90,7 +100,8 @@ class Scanner:
 
     def scan(self, agent: str, now: float) -> AgentFiles | None:
         """The newest genuine activity of `agent`, clamped to `now`; None if it is gone."""
-        # Plain strings, not pathlib: at 10,000 agents this loop is the start-up time.
+        # Plain strings, not pathlib, and no generators: at 10,000 agents this is the
+        # start-up time, and before each stall the re-stat of a mass stall (issue #16).
         folder = f"{self._root}/{agent}"
         try:
             folder_st = os.lstat(folder)
@@ -98,11 +109,9 @@ class Scanner:
             return None
         if not stat.S_ISDIR(folder_st.st_mode):
             return None
-        newest: float | None = None
         link: list[StatusLink] = []
-        for mtime in self._activity_mtimes(agent, folder, link):
-            if newest is None or mtime > newest:
-                newest = mtime
+        self._looked = None
+        newest = self._newest(agent, folder, link)
         if newest is not None and newest > now:
             newest = now  # a clock skewed into the future counts as now
         return AgentFiles(agent, newest, min(folder_st.st_mtime, now), link[0] if link else None)
@@ -123,64 +132,69 @@ class Scanner:
                 return StatusLink.REFUSED
         return StatusLink.FOLLOWED
 
-    def _status_mtime(self, agent: str, status: str, link: list[StatusLink]) -> float | None:
+    def _status_mtime(self, agent: str, status: str, link: list[StatusLink]
+                      ) -> tuple[float | None, os.stat_result | None]:
+        """status.json's mtime if it is the agent's activity, and its lstat."""
         try:
             st = os.lstat(status)
         except OSError:
-            return None
+            return None, None
         if not stat.S_ISLNK(st.st_mode):
-            return None if self.is_self(status, st) else st.st_mtime
+            return (None if self.is_self(status, st) else st.st_mtime), st
         # healer never makes a link, so the link's own mtime (made, re-pointed) is the agent's.
         kind = self.status_link(agent) or StatusLink.FOLLOWED
         link.append(kind)
         if kind is not StatusLink.FOLLOWED:
-            return st.st_mtime
+            return st.st_mtime, st
         try:
             # Read-only: the target's mtime is the agent's write through the link, and healer
             # never writes there, so nothing of its own can be behind it.
             target = os.stat(status)
         except OSError:
-            return st.st_mtime  # dangling: only the link itself
-        return max(st.st_mtime, target.st_mtime) if stat.S_ISREG(target.st_mode) else st.st_mtime
+            return st.st_mtime, st  # dangling: only the link itself
+        if not stat.S_ISREG(target.st_mode):
+            return st.st_mtime, st
+        return max(st.st_mtime, target.st_mtime), st
 
-    def _activity_mtimes(
-        self, agent: str, folder: str, link: list[StatusLink]
-    ) -> Iterator[float]:
-        mtime = self._status_mtime(agent, f"{folder}/{STATUS_FILE}", link)
-        if mtime is not None:
-            yield mtime
-        try:
+    def _newest(self, agent: str, folder: str, link: list[StatusLink]) -> float | None:
+        """The newest of the mtimes that are the agent's activity (None: none)."""
+        newest, status_st = self._status_mtime(agent, f"{folder}/{STATUS_FILE}", link)
+        beat_st: os.stat_result | None = None
+        with suppress(OSError):
             # healer never writes heartbeat.json, so every version of it is the agent's.
-            beat: os.stat_result | None = os.lstat(f"{folder}/{HEARTBEAT_FILE}")
-        except OSError:
-            beat = None
-        if beat is not None:
-            yield beat.st_mtime
-        yield from self._tree(f"{folder}/devlogs", include_dirs=True, top=True)
+            beat_st = os.lstat(f"{folder}/{HEARTBEAT_FILE}")
+        if beat_st is not None and (newest is None or beat_st.st_mtime > newest):
+            newest = beat_st.st_mtime
+        self._looked = (agent, time.monotonic_ns(), status_st, beat_st)
+        newest = self._tree(f"{folder}/devlogs", newest, top=True)
         if self.inbox_mode == InboxMode.ANY:
             # Not the inbox's own mtime: healer's rescue messages change it too, and a
             # folder's mtime cannot say who wrote. Its files and subfolders can.
-            yield from self._tree(f"{folder}/inbox", include_dirs=True, top=False)
+            newest = self._tree(f"{folder}/inbox", newest, top=False)
         elif self.inbox_mode == InboxMode.CONSUME:
             # A message filed into a subfolder changes that subfolder's mtime; the top of
             # the inbox also changes when mail arrives, so it cannot tell us anything.
-            yield from self._tree(f"{folder}/inbox", include_dirs=True, top=False, files=False)
+            newest = self._tree(f"{folder}/inbox", newest, top=False, files=False)
+        return newest
 
     def _tree(
-        self, top_dir: str, *, include_dirs: bool, top: bool, files: bool = True
-    ) -> Iterator[float]:
+        self, top_dir: str, newest: float | None, *, top: bool, files: bool = True
+    ) -> float | None:
+        """`newest`, or a newer mtime of the folders (`top`: `top_dir`'s own too) and, with
+        `files`, the regular files under `top_dir` that are not healer's own."""
         budget = _MAX_ENTRIES
         stack = [(top_dir, top)]
+        lstat, is_reg, is_self = os.lstat, stat.S_ISREG, self.is_self
         while stack and budget > 0:
             path, count_self = stack.pop()
             try:
-                st = os.lstat(path)
+                st = lstat(path)
             except OSError:
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 continue
-            if include_dirs and count_self:
-                yield st.st_mtime
+            if count_self and (newest is None or st.st_mtime > newest):
+                newest = st.st_mtime
             if not files and no_subfolders(st):
                 continue  # no subfolder (the link count says, where kept): nothing to list
             listed = self._listed(path, st, files)
@@ -192,11 +206,14 @@ class Scanner:
             for name in regular:
                 file = f"{path}/{name}"
                 try:
-                    est = os.lstat(file)
+                    est = lstat(file)
                 except OSError:
                     continue  # gone since the listing
-                if stat.S_ISREG(est.st_mode) and not self.is_self(file, est):
-                    yield est.st_mtime
+                mtime = est.st_mtime
+                if (newest is None or mtime > newest) and is_reg(est.st_mode) and not is_self(
+                        file, est):
+                    newest = mtime
+        return newest
 
     def _listed(self, path: str, st: os.stat_result, files: bool) -> _Listing | None:
         """The names a listing of `path` found, if the folder has not changed since."""
@@ -265,7 +282,10 @@ class Scanner:
         """End of the agent's busy lease, capped at `max_lease` after `written_at`, the agent's
         last genuine activity (the lease's own write is one). healer's own later rewrites of
         status.json must not stretch the cap, so the file's mtime is not used."""
-        known, until = self._leases.take(agent)
+        fresh = self._fresh(agent)
+        if fresh is not None and fresh[0] is None:
+            return None  # no status.json a moment ago: no lease
+        known, until = self._leases.take(agent, None if fresh is None else fresh[0])
         if not known:
             read = self._read_raw(agent)
             if read is None or read.raw is None or not may_hold_lease(read.raw):
@@ -288,4 +308,16 @@ class Scanner:
 
     def heartbeat(self, agent: str, known: Identity | None) -> BeatFile:
         """The agent's heartbeat.json, read unless its version is `known`."""
-        return read_heartbeat(self._root, agent, known)  # a str: no Path built per agent
+        fresh = self._fresh(agent)
+        if fresh is not None and fresh[1] is None:
+            return BeatFile()  # none a moment ago
+        # a str root: no Path built per agent
+        return read_heartbeat(self._root, agent, known, None if fresh is None else fresh[1])
+
+    def _fresh(self, agent: str) -> tuple[os.stat_result | None, os.stat_result | None] | None:
+        """The last scan's lstats of status.json and heartbeat.json (None where there was
+        none) if that scan was of `agent` just now (_FRESH_NS); None: look again."""
+        looked = self._looked
+        if looked is None or looked[0] != agent or time.monotonic_ns() - looked[1] > _FRESH_NS:
+            return None
+        return looked[2], looked[3]

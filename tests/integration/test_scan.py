@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from healer.adapters import jsontext, leases
+from healer.adapters import scan as scan_module
 from healer.adapters.jsontext import TextForm
 from healer.adapters.leases import may_hold_lease
 from healer.adapters.ledger import SelfWriteLedger
@@ -328,3 +329,57 @@ class TestLeaseReadAhead:
         scan.prefetch(["Agent-1"])
         assert scan.lease("Agent-1", 1e12, 0.0) == LEASE_AT
         assert reads == ["Agent-1"]
+
+
+class TestStatsOfTheRestat:
+    """The lease and heartbeat reads right after a scan of the same agent use that scan's
+    lstats; any other agent, or a moment later, looks again."""
+
+    def lstats(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        seen: list[str] = []
+        real = os.lstat
+
+        def counted(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(os.path.basename(str(path)))
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "lstat", counted)
+        return seen
+
+    def test_a_decision_after_the_rescan_takes_no_new_lstat(
+            self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(leases, "_SETTLED_NS", 0)
+        folder = make_agent(root, "Agent-1", {"busy_until": LEASE})
+        (folder / "heartbeat.json").write_text('{"state": "working"}')
+        scan = scanner(root)
+        scan.prefetch(["Agent-1"])
+        assert scan.scan("Agent-1", time.time()) is not None
+        seen = self.lstats(monkeypatch)
+        assert scan.lease("Agent-1", 1e12, 0.0) == LEASE_AT
+        assert scan.heartbeat("Agent-1", None).data is not None
+        assert "status.json" not in seen and "heartbeat.json" not in seen
+
+    def test_files_missing_at_the_scan_are_missing_for_the_decision(self, root: Path) -> None:
+        folder = root / "Agent-1"
+        (folder / "devlogs").mkdir(parents=True)
+        scan = scanner(root)
+        assert scan.scan("Agent-1", time.time()) is not None
+        assert scan.lease("Agent-1", 1e12, 0.0) is None
+        assert scan.heartbeat("Agent-1", None).identity is None
+
+    def test_another_agent_or_a_later_moment_looks_again(
+            self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_agent(root, "Agent-1", {"status": "idle"})
+        make_agent(root, "Agent-2", {"status": "idle"})
+        scan = scanner(root)
+        scan.scan("Agent-1", time.time())
+        scan.scan("Agent-2", time.time())
+        seen = self.lstats(monkeypatch)
+        scan.heartbeat("Agent-1", None)
+        assert seen == ["heartbeat.json"]  # Agent-2 was scanned last
+        scan.scan("Agent-1", time.time())
+        clock = time.monotonic_ns() + scan_module._FRESH_NS + 1
+        monkeypatch.setattr(scan_module.time, "monotonic_ns", lambda: clock)
+        seen.clear()
+        scan.heartbeat("Agent-1", None)
+        assert seen == ["heartbeat.json"]  # too long ago: looked at again
