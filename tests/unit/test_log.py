@@ -6,10 +6,46 @@ import io
 import json
 import logging
 import threading
+from datetime import UTC, datetime
 
+import pytest
 import structlog
 
-from healer.log import BATCH_BYTES, BackgroundLines, configure_logging, stop_background
+from healer import log as healer_log
+from healer.log import (
+    BATCH_BYTES,
+    BackgroundLines,
+    configure_logging,
+    stamp_utc,
+    stop_background,
+)
+
+
+class TestStamp:
+    """healer's own stamper writes what structlog's TimeStamper(fmt="iso", utc=True) would."""
+
+    @pytest.mark.parametrize("ns", [
+        1_764_656_299_435_077_123,  # a fraction
+        1_764_656_300_000_000_000,  # a whole second: no fraction, as isoformat()
+        1_764_656_300_000_001_000,  # a microsecond past it
+        1_764_656_359_999_999_999,  # the last microsecond of a minute
+        951_782_400_123_456_000,  # 2000-02-29
+    ])
+    def test_it_matches_isoformat_in_utc(self, ns: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(healer_log.time, "time_ns", lambda: ns)
+        second, micros = divmod(ns // 1000, 1_000_000)
+        expected = datetime.fromtimestamp(second, tz=UTC).replace(
+            microsecond=micros).isoformat().replace("+00:00", "Z")
+        assert stamp_utc(None, "info", {})["timestamp"] == expected
+
+    def test_the_second_moves_on(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        now = [1_764_656_299_999_999_000]
+        monkeypatch.setattr(healer_log.time, "time_ns", lambda: now[0])
+        first = stamp_utc(None, "info", {})["timestamp"]
+        now[0] += 2_000
+        second = stamp_utc(None, "info", {})["timestamp"]
+        assert first.startswith("2025-12-02T06:18:19.") and second.startswith(
+            "2025-12-02T06:18:20.")
 
 
 class TestConfigureLogging:
