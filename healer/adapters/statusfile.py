@@ -26,6 +26,7 @@ __all__ = [
     "ReadKind",
     "StatusRead",
     "TextForm",
+    "check_encodable",
     "encode",
     "find_copy",
     "parse_snapshot",
@@ -212,6 +213,16 @@ def encode(doc: Doc, form: TextForm = UTF8) -> bytes:
     (the codec, byte order mark and line ends the agent's file came in)."""
     try:
         return jsontext.dump(doc, form)
+    except (TypeError, ValueError) as exc:
+        raise ActionError(f"status transform produced unserialisable data: {exc}") from exc
+
+
+def check_encodable(doc: Doc) -> None:
+    """What encode() would refuse, refused the same way, without making its bytes: a dry
+    run writes nothing, and the indented text is made by json's Python encoder (the C one
+    does no indent), which was a third of a dry-run action's cost."""
+    try:
+        json.dumps(doc, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise ActionError(f"status transform produced unserialisable data: {exc}") from exc
 

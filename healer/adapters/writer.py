@@ -36,6 +36,7 @@ from healer.adapters.jsontext import UTF8
 from healer.adapters.ledger import SelfWriteLedger
 from healer.adapters.statusfile import (
     StatusRead,
+    check_encodable,
     encode,
     find_copy,
     read_snapshot,
@@ -135,9 +136,10 @@ class SafeWriter:
                 new = transform(copy.deepcopy(base))
                 if not isinstance(new, dict):
                     raise ActionError(f"status transform returned {type(new).__name__}")
-                data = encode(new, snap.form or UTF8)
                 if self.dry_run:
+                    check_encodable(new)
                     return WriteResult(path, new, attempt, dry_run=True)
+                data = encode(new, snap.form or UTF8)
                 bak = None
                 with oserrors(path):
                     if backup or snap.doc is None:

@@ -609,6 +609,27 @@ class TestFiles:
         assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
         assert ledger.entries() == {}
 
+    @pytest.mark.parametrize("bad", [{1, 2}, float("nan"), "\ud800"])
+    def test_dry_run_refuses_what_a_real_run_refuses(
+        self, root: Path, ledger: SelfWriteLedger, bad: object
+    ) -> None:
+        """The dry run does not make the bytes; what it says of them is the real run's."""
+        folder = agent_dir(root, status=b'{"agent_id": "Agent-1"}')
+        outcomes = []
+        for dry in (True, False):
+            try:
+                SafeWriter(root, ledger, dry_run=dry).update_status(
+                    "Agent-1", lambda d: {**d, "x": bad})
+                outcomes.append("written")
+            except ActionError as exc:
+                outcomes.append(str(exc))
+        assert outcomes[0] == outcomes[1]
+        if isinstance(bad, set):
+            assert "unserialisable" in outcomes[0]
+        else:  # NaN and a lone surrogate are written, as json.dumps writes them
+            assert outcomes[0] == "written"
+        assert (folder / "status.json").exists()
+
     def test_stale_temps_are_swept(self, writer: SafeWriter, root: Path) -> None:
         """Temp files a crash left behind are removed; the agent's files are not."""
         folder = agent_dir(root, status=b"{}")
