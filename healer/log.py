@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import sys
 import threading
@@ -113,6 +114,20 @@ class BackgroundLines:
             pass  # the reader is gone (EPIPE) or the stream closed: nothing to do
 
 
+class _OneEncoder:
+    """json.dumps as JSONRenderer calls it (with `default`) builds a JSONEncoder per line;
+    this builds one, with the renderer's arguments, and encodes every line with it."""
+
+    def __init__(self) -> None:
+        self._encode: Any = None
+
+    def __call__(self, obj: Any, **kw: Any) -> str:
+        encode = self._encode
+        if encode is None:
+            encode = self._encode = json.JSONEncoder(**kw).encode
+        return str(encode(obj))
+
+
 # (second, its text): made once a second, not once a line; one tuple, so a thread that
 # reads it while another replaces it sees one second's pair, never a mix.
 _second: tuple[int, str] = (-1, "")
@@ -156,7 +171,7 @@ def configure_logging(
         stream = _background  # type: ignore[assignment]
     renderer: Any
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        renderer = structlog.processors.JSONRenderer(serializer=_OneEncoder(), sort_keys=False)
     else:
         renderer = ConsoleLine(colors=stream.isatty())
     structlog.configure(
