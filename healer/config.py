@@ -5,14 +5,13 @@ Past 300 lines: the dataclasses double as the configuration reference, one field
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from healer.config_commands import check_on, check_rungs, parse_commands, parse_on
 from healer.config_seed import DISABLED_ACTIONS, seed_values
@@ -229,18 +228,28 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with only true/false as booleans (as YAML 1.2 has it): YAML 1.1 also reads
-    on/off/yes/no so, which would turn SPEC §13's `on:` key into True."""
+@functools.cache
+def _loader() -> Any:
+    """The YAML loader, made at the first config file read, not at import: `healer beat`,
+    run by a hook at every tool call, mostly has no file to read, and importing yaml was
+    a fifth of its time. libyaml's parser where PyYAML was built with it (the same
+    SafeLoader constructors and resolvers, in Python), else the pure-Python one.
 
+    Only true/false are booleans (as YAML 1.2 has it): YAML 1.1 also reads on/off/yes/no
+    so, which would turn SPEC §13's `on:` key into True."""
+    import yaml
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader: Any = type("_Loader", (base,), {})
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        list("tTfF"),
+    )
+    return loader
 
 
 def _read_yaml(file: Path) -> Mapping[str, Any]:
@@ -250,8 +259,11 @@ def _read_yaml(file: Path) -> Mapping[str, Any]:
         raise ConfigError(f"{file}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read config file: {exc}") from None
+    loader = _loader()
+    import yaml  # imported by _loader() already: a dictionary lookup
+
     try:
-        document = yaml.load(content, Loader=_Loader)  # a SafeLoader: no python/ tags
+        document = yaml.load(content, Loader=loader)  # a SafeLoader: no python/ tags
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

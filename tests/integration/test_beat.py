@@ -315,3 +315,23 @@ def test_the_fast_path_imports_neither_click_nor_the_daemon(root: Path, agent: P
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert heartbeat(agent)["state"] == "working"
+
+
+def test_without_a_config_file_the_fast_path_does_not_import_yaml(
+        root: Path, agent: Path) -> None:
+    """yaml is imported to read a config file, and only then (a fifth of a beat's time)."""
+    probe = (
+        "import sys\n"
+        "from healer import entry\n"
+        "try:\n"
+        f"    entry.main(['--workspaces', {str(root)!r}, 'beat', 'Agent-1'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print('yaml' in sys.modules)\n"
+    )
+    env = {k: v for k, v in hook_env().items() if k != "HEALER_CONFIG"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=root.parent, env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    assert heartbeat(agent)["state"] == "working"
