@@ -101,17 +101,16 @@ class LeaseAhead:
         return (True, kept[1]) if _key(st) == kept[0] else (False, None)
 
     def _open(self, agent: str) -> int | None:
-        """status.json of `agent`, opened as the scanner reads it: no symlink followed,
-        neither the agent folder nor the file (a linked status.json is read at the stall)."""
-        dfd = open_agent_folder(self._root, agent)
-        if dfd is None:
+        """status.json of `agent`, not followed if it is a symlink (a linked status.json is
+        read at the stall). The folder is not opened first, as the scanner's read does (two
+        system calls of seven): what is read here is used only for the version of the file
+        the re-stat at the stall finds, after that re-stat found the folder a real one."""
+        if not is_plain_name(agent):
             return None
         try:
-            return os.open(STATUS_FILE, READ_FLAGS, dir_fd=dfd)
+            return os.open(f"{self._root}/{agent}/{STATUS_FILE}", READ_FLAGS)
         except OSError:
             return None
-        finally:
-            os.close(dfd)
 
     def _read(self, agent: str, fd: int, settled: int) -> None:
         st = os.fstat(fd)
