@@ -80,6 +80,10 @@ class Scanner:
         self.inbox_mode = inbox_mode
         self.is_self = is_self
         self.max_status_bytes = max_status_bytes
+        # The root's last settled listing: ((dev, inode, mtime_ns), the is_agent it used,
+        # the agents): a reload's new pattern lists again.
+        self._root_listing: tuple[tuple[int, int, int], Callable[[str], bool],
+                                  tuple[str, ...]] | None = None
         # The last scan's lstats: (agent, when, status.json's, heartbeat.json's).
         self._looked: tuple[str, int, os.stat_result | None, os.stat_result | None] | None = (
             None)
@@ -88,15 +92,31 @@ class Scanner:
         self._leases = LeaseAhead(self._root, max_status_bytes, self._until_of)
 
     def agents(self) -> list[str]:
-        """Agent folders under the root: real directories (not symlinks) matching the pattern."""
+        """Agent folders under the root: real directories (not symlinks) matching the pattern.
+
+        The reconcile sweep asks every check_interval; a root whose inode and mtime are
+        those of its last listing (a settled one, by the listings' rule) has had no name
+        come or go, and is not listed again: one stat, not 10,000 entries matched."""
+        try:
+            st = os.stat(self._root)
+        except OSError:
+            st = None
+        if st is not None:
+            key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+            kept = self._root_listing
+            if kept is not None and kept[0] == key and kept[1] is self.is_agent:
+                return list(kept[2])
         try:
             with os.scandir(self.root) as entries:
-                return sorted(
+                names = sorted(
                     e.name for e in entries
                     if self.is_agent(e.name) and e.is_dir(follow_symlinks=False)
                 )
         except FileNotFoundError:
             return []
+        if st is not None and st.st_mtime_ns < time.time_ns() - _SETTLED_NS:
+            self._root_listing = (key, self.is_agent, tuple(names))
+        return names
 
     def scan(self, agent: str, now: float) -> AgentFiles | None:
         """The newest genuine activity of `agent`, clamped to `now`; None if it is gone."""

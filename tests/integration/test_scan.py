@@ -245,6 +245,42 @@ class TestListingsKept:
         assert found.last_activity == (devlogs / "new.md").stat().st_mtime
 
 
+class TestRootListingKept:
+    """The sweep's listing of the root is kept while the root's inode and mtime say no name
+    came or went since a settled listing."""
+
+    def test_an_agent_made_or_removed_is_listed(self, root: Path) -> None:
+        make_agent(root, "Agent-1")
+        aged(root, 7200)
+        scan = scanner(root)
+        assert scan.agents() == ["Agent-1"]
+        assert scan.agents() == ["Agent-1"]  # from the kept listing
+        make_agent(root, "Agent-2")
+        assert scan.agents() == ["Agent-1", "Agent-2"]
+        aged(root, 7200)
+        assert scan.agents() == ["Agent-1", "Agent-2"]
+        (root / "Agent-1").rename(root / "gone")
+        assert scan.agents() == ["Agent-2"]
+
+    def test_a_root_changed_just_now_is_listed_again(self, root: Path) -> None:
+        make_agent(root, "Agent-1")
+        mtime_ns = root.stat().st_mtime_ns  # changed just now
+        scan = scanner(root)
+        assert scan.agents() == ["Agent-1"]
+        make_agent(root, "Agent-2")
+        os.utime(root, ns=(mtime_ns, mtime_ns))  # the same tick: the mtime did not move
+        assert scan.agents() == ["Agent-1", "Agent-2"]
+
+    def test_a_new_pattern_lists_again(self, root: Path) -> None:
+        make_agent(root, "Agent-1")
+        (root / "Worker-1").mkdir()
+        aged(root, 7200)
+        scan = scanner(root)
+        assert scan.agents() == ["Agent-1"]
+        scan.is_agent = lambda name: name.startswith("Worker-")
+        assert scan.agents() == ["Worker-1"]
+
+
 class TestPrefetch:
     def test_a_hint_reads_nothing_and_never_hangs_or_follows(self, root: Path, tmp_path: Path
                                                              ) -> None:
