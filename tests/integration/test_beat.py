@@ -297,8 +297,9 @@ class TestBeatIsActivity:
         assert log_time(stall) >= last + heal - 0.2, "counted from the last beat"
 
 
-def test_the_fast_path_imports_neither_click_nor_the_daemon(root: Path, agent: Path) -> None:
-    """A hook runs `healer beat` on every tool call: what it imports is its start-up."""
+def beat_then(root: Path, report: str, env: dict[str, str]) -> str:
+    """Run `healer beat Agent-1` through entry.main in a fresh interpreter, then the Python
+    statement `report`; returns what it printed."""
     probe = (
         "import sys\n"
         "from healer import entry\n"
@@ -306,32 +307,25 @@ def test_the_fast_path_imports_neither_click_nor_the_daemon(root: Path, agent: P
         f"    entry.main(['--workspaces', {str(root)!r}, 'beat', 'Agent-1'])\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 0, exc.code\n"
-        "heavy = {'click', 'structlog', 'watchdog', 'sqlite3', 'healer.cli', 'healer.log',\n"
-        "         'healer.engine', 'healer.daemon', 'prometheus_client', 'urllib.request'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
+        f"{report}\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          cwd=root.parent, env=hook_env(), timeout=60, check=False)
+                          cwd=root.parent, env=env, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
+
+
+def test_the_fast_path_imports_neither_click_nor_the_daemon(root: Path, agent: Path) -> None:
+    """A hook runs `healer beat` on every tool call: what it imports is its start-up."""
+    heavy = ("{'click', 'structlog', 'watchdog', 'sqlite3', 'healer.cli', 'healer.log', "
+             "'healer.engine', 'healer.daemon', 'prometheus_client', 'urllib.request'}")
+    assert beat_then(root, f"print(sorted({heavy} & set(sys.modules)))", hook_env()) == "[]"
     assert heartbeat(agent)["state"] == "working"
 
 
 def test_without_a_config_file_the_fast_path_does_not_import_yaml(
         root: Path, agent: Path) -> None:
     """yaml is imported to read a config file, and only then (a fifth of a beat's time)."""
-    probe = (
-        "import sys\n"
-        "from healer import entry\n"
-        "try:\n"
-        f"    entry.main(['--workspaces', {str(root)!r}, 'beat', 'Agent-1'])\n"
-        "except SystemExit as exc:\n"
-        "    assert exc.code == 0, exc.code\n"
-        "print('yaml' in sys.modules)\n"
-    )
     env = {k: v for k, v in hook_env().items() if k != "HEALER_CONFIG"}
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          cwd=root.parent, env=env, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert beat_then(root, "print('yaml' in sys.modules)", env) == "False"
     assert heartbeat(agent)["state"] == "working"
