@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import structlog
@@ -119,13 +120,13 @@ class _OneEncoder:
     this builds one, with the renderer's arguments, and encodes every line with it."""
 
     def __init__(self) -> None:
-        self._encode: Any = None
+        self._encode: Callable[[Any], str] | None = None
 
     def __call__(self, obj: Any, **kw: Any) -> str:
         encode = self._encode
         if encode is None:
             encode = self._encode = json.JSONEncoder(**kw).encode
-        return str(encode(obj))
+        return encode(obj)
 
 
 # (second, its text): made once a second, not once a line; one tuple, so a thread that

@@ -91,7 +91,7 @@ class FileTimes:
             when = None  # placed's first rule, before the places it needs no more of
         else:
             when = placed(seen, mtime, known, self._timeline.places(mtime), now)
-        self._seen[agent] = Sighting(mtime, now if looked is None else looked)
+        self._sight(agent, mtime, now if looked is None else looked)
         return when
 
     def forget(self, agent: str) -> None:

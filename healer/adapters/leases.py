@@ -4,10 +4,11 @@ Before it acts on a stall the engine reads the agent's busy lease from status.js
 folder open, a file open, a read, two closes. When 10,000 agents stall together (a model
 API down) those reads were a fifth of each agent's cost, paid while every other stalled
 agent waited to be reported (issue #16). The engine knows a tick or two ahead who falls
-due, so the reads happen then, in the loop's quiet moments, and the stall itself costs one
-lstat: a status.json still exactly the version read (same inode, size, mtime and change
-time) holds the same lease. Anything else (a newer write, a symlink, a file read while it
-was still changing) is read again at the stall, as before.
+due, so the reads happen then, in the loop's quiet moments, and the stall itself costs no
+read: a status.json still exactly the version read (same inode, size, mtime and change
+time, by the re-stat's own lstat of it) holds the same lease. Anything else (a newer
+write, a symlink, a file read while it was still changing) is read again at the stall, as
+before.
 """
 
 from __future__ import annotations

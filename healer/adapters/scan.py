@@ -130,7 +130,6 @@ class Scanner:
         if not stat.S_ISDIR(folder_st.st_mode):
             return None
         link: list[StatusLink] = []
-        self._looked = None
         newest = self._newest(agent, folder, link)
         if newest is not None and newest > now:
             newest = now  # a clock skewed into the future counts as now
